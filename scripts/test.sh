@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (PostgreSQL 15 + PostGIS from the distribution,
+# a virtualenv with bronzeline and its dev dependencies), starts a throwaway cluster on its own
+# port, runs lint, type checks and the whole suite, stops the cluster. Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+PY=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PY" -m venv .venv >/dev/null 2>&1; then
+    rm -rf .venv
+    sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv
+    "$PY" -m venv .venv
+  fi
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e '.[dev]'
+
+cluster="${TMPDIR:-/tmp}/bronzeline-pgtest-${BRONZELINE_TEST_PORT:-54329}"
+port=${BRONZELINE_TEST_PORT:-54329}
+export BRONZELINE_TEST_PG
+BRONZELINE_TEST_PG=$(scripts/pg-test-cluster.sh start "$cluster" "$port")
+trap 'scripts/pg-test-cluster.sh stop "$cluster"' EXIT
+
+.venv/bin/ruff check src tests bench
+.venv/bin/mypy
+.venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,126 @@
+"""Find, read, interpolate and validate the config file; every error names the file and key."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from bronzeline.config.models import Config
+from bronzeline.errors import ConfigError
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def find_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Path:
+    """-c PATH, else $BRONZELINE_CONFIG, else ./bronzeline.yml."""
+    env = os.environ if env is None else env
+    chosen = Path(path) if path else Path(env.get("BRONZELINE_CONFIG") or "bronzeline.yml")
+    if not chosen.is_file():
+        how = "pass -c PATH" if not path else "check the path"
+        raise ConfigError(f"config file {chosen} not found; {how} or set BRONZELINE_CONFIG")
+    return chosen
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    file = find_config(path, env)
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{file}: {problem}{where}; fix the YAML syntax") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read ({exc.strerror}); check the path and permissions") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: the file must be a mapping with project, connections, blob and tables")
+    data = interpolate(raw, env, file, ())
+    return validate(data, file)
+
+
+def interpolate(value: Any, env: Mapping[str, str], file: Path, path: tuple[str | int, ...]) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string, naming the key on a missing variable."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env, file, (*path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env, file, (*path, i)) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{file}: {key_path(path)} uses ${{{name}}}, which is not set; "
+            f"export {name} or write ${{{name}:-default}}"
+        )
+
+    return _VAR.sub(substitute, value)
+
+
+def key_path(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def validate(data: dict[str, Any], file: Path) -> Config:
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation(exc, data, file)) from None
+    return config.model_copy(update={"base_dir": file.resolve().parent})
+
+
+def format_validation(exc: ValidationError, data: dict[str, Any], file: Path) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = _readable_loc(loc, data)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key; remove it or check its spelling (see the README's config reference)")
+        elif err["type"] == "missing":
+            lines.append(f"{where}: required key is missing")
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{where}: {msg[:1].lower()}{msg[1:]}")
+    head = f"{file}: invalid config" if len(lines) > 1 else f"{file}:"
+    return head + ("\n  " if len(lines) > 1 else " ") + "\n  ".join(lines)
+
+
+def _readable_loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    """tables[0].watermark -> tables[position_history].watermark, and `from_` -> `from`."""
+    parts: list[str | int] = []
+    node: Any = data
+    for part in loc:
+        if isinstance(part, int) and isinstance(node, list) and part < len(node):
+            item = node[part]
+            name = item.get("name") if isinstance(item, dict) else None
+            parts.append(name if isinstance(name, str) else part)
+            node = item
+            if isinstance(name, str):
+                parts[-1] = f"[{name}]"
+            continue
+        key = "from" if part == "from_" else part
+        parts.append(key)
+        node = node.get(key) if isinstance(node, dict) else None
+    text = ""
+    for p in parts:
+        if isinstance(p, int):
+            text += f"[{p}]"
+        elif p.startswith("["):
+            text += p
+        else:
+            text += f".{p}" if text else p
+    return text or "(top level)"

@@ -1,0 +1,211 @@
+"""The config file's schema (DESIGN.md §2). Validated once; stages receive these objects."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bronzeline.errors import ConfigError
+from bronzeline.redact import dsn_password
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_INTERVAL = re.compile(
+    r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hour|hours|d|day|days)\s*$"
+)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def parse_interval(value: str | int | float) -> timedelta:
+    """'15 minutes', '2h', '30s', '1 day' or a number of seconds."""
+    if isinstance(value, int | float):
+        return timedelta(seconds=float(value))
+    match = _INTERVAL.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not an interval; write e.g. '15 minutes', '2h' or '1 day'")
+    unit = match.group(2)[0]
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[unit])
+
+
+class ConnectionConfig(Strict):
+    dsn: str = Field(description="libpq connection string or URL; put the password in ${VAR}")
+    require_tls: bool = Field(
+        default=True, description="refuse a non-loopback connection without sslmode=require or stricter"
+    )
+    connect_timeout: int = Field(default=10, ge=1, description="seconds to wait for a connection")
+    statement_timeout: str | None = Field(
+        default=None, description="source query timeout, e.g. '30 min' (none by default)"
+    )
+
+
+class RetentionConfig(Strict):
+    processed_days: int | None = Field(default=None, ge=0)
+    failed_days: int | None = Field(default=None, ge=0)
+
+
+class BlobConfig(Strict):
+    url: str
+    compression: Literal["gzip", "none"] = "gzip"
+    compression_level: int = Field(default=1, ge=1, le=9)
+    retention: RetentionConfig = RetentionConfig()
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError("must be a URL such as file://./blob or s3://bucket/prefix")
+        return value
+
+
+class RolesConfig(Strict):
+    owner: str | None = None
+    readonly: str | None = None
+
+
+class WarehouseConfig(Strict):
+    connection: str = "warehouse"
+    bronze_schema: str = "bronze"
+    control_schema: str = "dwh_control"
+    roles: RolesConfig = RolesConfig()
+    lock_timeout: str = Field(default="30s", description="wait this long for a bronze table lock")
+
+    @field_validator("bronze_schema", "control_schema")
+    @classmethod
+    def _ident(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be a plain identifier (letters, digits, underscore)")
+        return value
+
+
+class TableConfig(Strict):
+    name: str
+    source: str = "source"
+    from_: str | None = Field(default=None, alias="from")
+    query: str | None = None
+    mode: Literal["incremental", "snapshot"] = "incremental"
+    watermark: str | None = None
+    key: list[str] = Field(default_factory=list)
+    geometry: list[str] = Field(default_factory=list)
+    on_conflict: Literal["nothing", "update"] = "nothing"
+    lookback: str | None = None
+    geometry_format: Literal["ewkb", "ewkt"] = "ewkb"
+    schema_evolution: Literal["none", "add_columns"] = "none"
+    cron: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be letters, digits and underscores (it names a table and a folder)")
+        return value
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_interval(value)
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> TableConfig:
+        if (self.from_ is None) == (self.query is None):
+            raise ValueError("give exactly one of `from: schema.table` or `query: SELECT …`")
+        if self.mode == "incremental":
+            if not self.watermark:
+                raise ValueError("incremental tables need `watermark:` (an insertion-time column)")
+            if not self.key:
+                raise ValueError("incremental tables need `key:` (the natural unique key)")
+        elif self.watermark or self.lookback:
+            raise ValueError("snapshot tables take no `watermark:` or `lookback:`")
+        return self
+
+    @property
+    def lookback_interval(self) -> timedelta | None:
+        return parse_interval(self.lookback) if self.lookback else None
+
+    @property
+    def source_relation(self) -> tuple[str, str] | None:
+        """(schema, table) of a `from:` table; schema defaults to public."""
+        if self.from_ is None:
+            return None
+        parts = self.from_.split(".")
+        if len(parts) == 1:
+            return ("public", parts[0])
+        if len(parts) == 2:
+            return (parts[0], parts[1])
+        raise ValueError(f"from: {self.from_!r} must be `table` or `schema.table`")
+
+
+class ScheduleConfig(Strict):
+    cron: str | None = None
+
+
+class Config(Strict):
+    project: str
+    timezone: str = "UTC"
+    connections: dict[str, ConnectionConfig]
+    blob: BlobConfig
+    warehouse: WarehouseConfig = WarehouseConfig()
+    tables: list[TableConfig] = Field(default_factory=list)
+    schedule: ScheduleConfig = ScheduleConfig()
+    # Where the config file lives: relative paths are relative to it. Not a config key.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_.-]+$", value):
+            raise ValueError("must be letters, digits, '.', '_' or '-' (it names a folder)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use a tz database name such as Africa/Nairobi") from None
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> Config:
+        if self.warehouse.connection not in self.connections:
+            raise ValueError(f"warehouse.connection names {self.warehouse.connection!r}, which is not under connections")
+        seen: set[str] = set()
+        for table in self.tables:
+            if table.name in seen:
+                raise ValueError(f"table {table.name!r} is listed twice")
+            seen.add(table.name)
+            if table.source not in self.connections:
+                raise ValueError(f"table {table.name!r}: source {table.source!r} is not under connections")
+            table.source_relation  # noqa: B018 - validates the from: shape
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def table(self, name: str) -> TableConfig:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        known = ", ".join(t.name for t in self.tables) or "none"
+        raise ConfigError(f"no table named {name!r} in the config (tables: {known})")
+
+    def secrets(self) -> list[str]:
+        """Every secret value the config carries, for redaction."""
+        found = [dsn_password(c.dsn) for c in self.connections.values()]
+        found += [self.blob.secret_access_key, self.blob.access_key_id]
+        return [s for s in found if s]

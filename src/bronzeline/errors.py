@@ -1,0 +1,38 @@
+"""The error hierarchy. The CLI catches BronzelineError only: print `error: …`, exit 1.
+
+Messages are lower-case, say what went wrong and what to do, and never carry a secret.
+"""
+
+from __future__ import annotations
+
+
+class BronzelineError(Exception):
+    """Root of every error a user must act on."""
+
+
+class ConfigError(BronzelineError):
+    """The config file is missing, malformed, or names something that does not exist."""
+
+
+class SourceError(BronzelineError):
+    """The source database refused, was unreachable, or lacks what a table needs."""
+
+
+class WarehouseError(BronzelineError):
+    """The warehouse refused, was unreachable, or its objects are not as expected."""
+
+
+class StoreError(BronzelineError):
+    """The object store could not be read or written."""
+
+
+class BatchError(BronzelineError):
+    """A batch file does not match its manifest, or its content cannot be loaded."""
+
+
+class MigrationError(WarehouseError):
+    """`migrate` found problems (all of them are listed in the message)."""
+
+
+class LockBusy(BronzelineError):
+    """Another run holds the table's lock; the table is skipped, not failed."""
