@@ -36,6 +36,7 @@ def parse_interval(value: str | int | float) -> timedelta:
 
 
 class ConnectionConfig(Strict):
+    type: Literal["postgres"] = "postgres"
     dsn: str = Field(description="libpq connection string or URL; put the password in ${VAR}")
     require_tls: bool = Field(
         default=True, description="refuse a non-loopback connection without sslmode=require or stricter"
@@ -182,7 +183,8 @@ class Config(Strict):
     @model_validator(mode="after")
     def _references(self) -> Config:
         if self.warehouse.connection not in self.connections:
-            raise ValueError(f"warehouse.connection names {self.warehouse.connection!r}, which is not under connections")
+            name = self.warehouse.connection
+            raise ValueError(f"warehouse.connection names {name!r}, which is not under connections")
         seen: set[str] = set()
         for table in self.tables:
             if table.name in seen:

@@ -1,0 +1,233 @@
+"""Commands only: parse arguments, call the library, print. One error handler."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from bronzeline import __version__
+from bronzeline.config import Config, load_config
+from bronzeline.context import Context
+from bronzeline.errors import BronzelineError
+from bronzeline.observe.status import table_status
+from bronzeline.provision import migrate as run_migrate
+from bronzeline.redact import redact
+from bronzeline.runner import Runner, TableOutcome, parse_timestamp
+from bronzeline.runner import backfill as run_backfill
+from bronzeline.runner import reseed as run_reseed
+
+# Wide enough for the status table when stdout is a pipe or a file.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+T = TypeVar("T")
+
+
+class State:
+    def __init__(self, config_path: str | None, debug: bool) -> None:
+        self.config_path = config_path
+        self.debug = debug
+        self._config: Config | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+
+def guarded(fn: Callable[..., T]) -> Callable[..., T]:
+    """The one error handler: BronzelineError -> `error: …` on stderr, exit 1."""
+
+    @click.pass_obj
+    def wrapper(state: State, *args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(state, *args, **kwargs)
+        except BronzelineError as exc:
+            secrets = state._config.secrets() if state._config else []
+            if state.debug:
+                traceback.print_exc()
+            err.print(f"error: {redact(str(exc), secrets)}", markup=False)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            err.print("interrupted; the next run completes what this one left", markup=False)
+            sys.exit(130)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config", "config_path", metavar="PATH",
+              help="config file (default: $BRONZELINE_CONFIG, else ./bronzeline.yml)")
+@click.option("--debug", is_flag=True, help="show tracebacks")
+@click.version_option(__version__, prog_name="bronzeline")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
+    """bronzeline: keep a PostgreSQL/PostGIS warehouse in step with operational databases."""
+    ctx.obj = State(config_path, debug)
+
+
+def _event(table: str, message: str) -> None:
+    err.print(f"[dim]{table}:[/dim] {message}", highlight=False)
+
+
+def _progress(table: str, nbytes: int) -> None:
+    err.print(f"[dim]{table}:[/dim] extracted {nbytes / 1e6:,.0f} MB …")
+
+
+@cli.command()
+@guarded
+def migrate(state: State) -> None:
+    """Create or upgrade the control schema, bronze tables, roles, grants and views."""
+    with Context(state.config) as ctx:
+        report = run_migrate(ctx)
+    for warning in report.warnings:
+        err.print(f"warning: {warning}", markup=False)
+    for name in report.applied:
+        out.print(f"applied migration {name}", markup=False)
+    for name in report.created:
+        out.print(f"created {name}", markup=False)
+    for line in report.altered:
+        out.print(line, markup=False)
+    out.print(f"migrate: ok ({len(state.config.tables)} tables)", markup=False)
+
+
+def _print_outcomes(outcomes: list[TableOutcome]) -> int:
+    failed = 0
+    for o in outcomes:
+        if o.status == "skipped":
+            err.print(o.message, markup=False)
+        elif o.status == "failed":
+            failed += 1
+            err.print(f"error: {o.message}", markup=False)
+        else:
+            deleted = f", {o.rows_deleted:,} deleted" if o.rows_deleted else ""
+            out.print(f"{o.table}: loaded {o.rows_loaded:,} of {o.rows_extracted:,} rows "
+                      f"({o.rows_skipped:,} already present{deleted}) in {o.seconds:.2f}s", markup=False)
+    return failed
+
+
+@cli.command()
+@click.argument("tables", nargs=-1)
+@guarded
+def run(state: State, tables: tuple[str, ...]) -> None:
+    """Run each table (all by default): pending files, then a new window."""
+    config = state.config
+    for name in tables:
+        config.table(name)
+    with Context(config) as ctx:
+        runner = Runner(ctx, _event, _progress if err.is_terminal else None, debug=state.debug)
+        outcomes = runner.run(list(tables) or None)
+    if _print_outcomes(outcomes):
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@guarded
+def status(state: State, as_json: bool) -> None:
+    """Per table: last loaded, lag, rows last run, watermark, pending files, failures in 24 h."""
+    with Context(state.config) as ctx:
+        rows = table_status(ctx)
+    if as_json:
+        click.echo(json.dumps({"project": state.config.project, "tables": rows}, indent=2))
+        return
+    grid = Table(title=f"bronzeline — {state.config.project}")
+    for col in ("table", "mode", "last loaded", "lag", "rows last run", "watermark", "pending", "failed 24h"):
+        grid.add_column(col)
+    for r in rows:
+        grid.add_row(r["table"], r["mode"], _short(r["last_loaded_at"]), _duration(r["lag_seconds"]),
+                     "" if r["rows_loaded_last_run"] is None else f"{r['rows_loaded_last_run']:,}",
+                     _short(r["watermark"]), str(r["pending_files"]),
+                     f"[red]{r['failures_24h']}[/red]" if r["failures_24h"] else "0")
+    out.print(grid)
+
+
+def _short(iso: str | None) -> str:
+    return iso[:19].replace("T", " ") if iso else "—"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+@cli.command()
+@click.argument("table")
+@click.option("--since", required=True, metavar="TS", help="ISO-8601; without an offset, in the config's timezone")
+@click.option("--until", metavar="TS", help="run the one window (since, until] now; the watermark stays")
+@guarded
+def backfill(state: State, table: str, since: str, until: str | None) -> None:
+    """Move TABLE's watermark back to --since; the next run re-extracts (duplicates are skipped)."""
+    config = state.config
+    start = parse_timestamp(since, config)
+    end = parse_timestamp(until, config) if until else None
+    with Context(config) as ctx:
+        outcome = run_backfill(Runner(ctx, _event, debug=state.debug), table, start, end)
+    if outcome is None:
+        out.print(f"{table}: watermark set to {start.isoformat()}; the next run re-extracts from there", markup=False)
+    elif _print_outcomes([outcome]):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("table")
+@guarded
+def reseed(state: State, table: str) -> None:
+    """Back-fill all of TABLE's history now (existing rows are skipped)."""
+    with Context(state.config) as ctx:
+        outcome = run_reseed(Runner(ctx, _event, debug=state.debug), table)
+    if _print_outcomes([outcome]):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("table", required=False)
+@click.option("--limit", default=20, show_default=True, help="how many runs")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@guarded
+def runs(state: State, table: str | None, limit: int, as_json: bool) -> None:
+    """Recent run history: status, attempts, rows, errors."""
+    if table:
+        state.config.table(table)
+    with Context(state.config) as ctx:
+        rows = ctx.control.recent_runs(table, limit)
+    if as_json:
+        click.echo(json.dumps({"runs": rows}, indent=2, default=lambda v: v.isoformat()))
+        return
+    grid = Table()
+    for col in ("run", "table", "status", "started", "window end", "extracted", "loaded", "skipped", "error"):
+        grid.add_column(col)
+    for r in rows:
+        grid.add_row(str(r["run_id"]), r["table_name"], r["status"], _short(_iso(r["run_started_at"])),
+                     _short(_iso(r["window_end"])), _num(r["rows_extracted"]), _num(r["rows_loaded"]),
+                     _num(r["rows_skipped"]), (r["error_message"] or "")[:80])
+    out.print(grid)
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _num(value: int | None) -> str:
+    return "" if value is None else f"{value:,}"
+
+
+def main() -> None:
+    cli(prog_name="bronzeline")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Observability: status, (later) verify, drift, metrics and the status page."""

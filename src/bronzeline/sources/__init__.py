@@ -1,0 +1,18 @@
+"""Sources: the Source seam and its implementations, picked by connection type."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bronzeline.config.models import ConnectionConfig
+from bronzeline.sources.base import Bound, Column, Source, Window
+from bronzeline.sources.postgres import PostgresSource
+
+SOURCES: dict[str, Callable[[str, ConnectionConfig], Source]] = {"postgres": PostgresSource}
+
+
+def open_source(name: str, cfg: ConnectionConfig) -> Source:
+    return SOURCES[cfg.type](name, cfg)
+
+
+__all__ = ["Bound", "Column", "PostgresSource", "Source", "Window", "open_source"]

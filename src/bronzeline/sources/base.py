@@ -1,0 +1,60 @@
+"""The Source seam: what the runner needs from any source."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from bronzeline.config.models import TableConfig
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # the type bronze gets, e.g. numeric(5,2), geometry(Point,4326), text for enums
+    source_type: str  # the type as the source declares it
+    select_as_text: bool = False  # enums: select col::text
+    is_geometry: bool = False
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The upper bound of a window and how it was chosen, all from the source's clock."""
+
+    upper: datetime
+    source_clock: datetime
+    oldest_xact_start: datetime | None
+    holder: str | None  # who held the bound back: "pid 123 (psql) since …"
+
+    @property
+    def holdback(self) -> timedelta:
+        return self.source_clock - self.upper
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime | None  # exclusive; None = from the beginning
+    end: datetime | None  # inclusive; None for snapshots
+
+
+class Source(Protocol):
+    def describe(self, table: TableConfig) -> list[Column]:
+        """The table's (or query's) columns with the types bronze takes."""
+
+    def check(self, table: TableConfig, columns: list[Column]) -> list[str]:
+        """Problems that stop the table from running (missing watermark, invisible transactions…)."""
+
+    def watermark_nullable(self, table: TableConfig) -> bool | None:
+        """Whether the watermark column admits NULL (None when it cannot be told)."""
+
+    def upper_bound(self, table: TableConfig) -> Bound:
+        """A snapshot-safe inclusive upper bound for the next window."""
+
+    def copy_out(
+        self, table: TableConfig, columns: list[Column], window: Window, sink: Callable[[bytes], None]
+    ) -> int:
+        """Stream the window as CSV into `sink`; return the row count."""
+
+    def close(self) -> None: ...

@@ -1,0 +1,171 @@
+"""Batch files and their manifests (DESIGN.md §6): naming, streaming write, verified read."""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import json
+import re
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, BinaryIO
+from zoneinfo import ZoneInfo
+
+from bronzeline.errors import BatchError
+from bronzeline.store.base import ObjectStore
+
+MANIFEST_SUFFIX = ".manifest.json"
+FORMAT = "bronzeline.batch/1"
+_STEM = re.compile(r"^(\d{8}_\d{6})_(.+)_(\d+)$")
+_CHUNK = 1 << 20
+
+
+def exports_dir(table: str) -> str:
+    return f"exports/{table}"
+
+
+def processed_dir(table: str) -> str:
+    return f"processed/{table}"
+
+
+def failed_dir(table: str) -> str:
+    return f"failed/{table}"
+
+
+def batch_stem(run_id: int, at: datetime, tz: ZoneInfo) -> str:
+    local = at.astimezone(tz)
+    abbrev = re.sub(r"[^A-Za-z0-9+-]", "", local.tzname() or "UTC")
+    return f"{local:%Y%m%d_%H%M%S}_{abbrev}_{run_id}"
+
+
+def data_name(stem: str, compression: str) -> str:
+    return f"{stem}.csv.gz" if compression == "gzip" else f"{stem}.csv"
+
+
+def stem_of(name: str) -> str | None:
+    """The batch stem of a data or manifest file name, or None for foreign files."""
+    base = name.rsplit("/", 1)[-1]
+    for suffix in (MANIFEST_SUFFIX, ".csv.gz", ".csv"):
+        if base.endswith(suffix):
+            stem = base[: -len(suffix)]
+            return stem if _STEM.match(stem) else None
+    return None
+
+
+def run_id_of(stem: str) -> int:
+    match = _STEM.match(stem)
+    if not match:
+        raise ValueError(f"not a batch name: {stem}")
+    return int(match.group(3))
+
+
+@dataclass
+class Manifest:
+    run_id: int
+    table: str
+    mode: str
+    data_file: str
+    compression: str
+    columns: list[dict[str, str]]
+    key: list[str]
+    window_start: str | None
+    window_end: str | None
+    rows: int = 0
+    bytes: int = 0
+    sha256: str = ""
+    created_at: str = ""
+    source_clock: str | None = None
+    oldest_xact_start: str | None = None
+    format: str = FORMAT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> builtins.bytes:
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: builtins.bytes, where: str) -> Manifest:
+        try:
+            data = json.loads(raw)
+            if data.get("format") != FORMAT:
+                raise ValueError(f"unknown format {data.get('format')!r}")
+            return cls(**data)
+        except (ValueError, TypeError) as exc:
+            raise BatchError(f"{where}: manifest is not readable ({exc})") from None
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c["name"] for c in self.columns]
+
+
+class BatchWriter:
+    """Streams COPY output into the store, compressing and hashing on the way (one pass)."""
+
+    def __init__(self, handle: BinaryIO, compression: str, level: int) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.bytes = 0
+        self.raw_bytes = 0
+        self._zip = zlib.compressobj(level, zlib.DEFLATED, 31) if compression == "gzip" else None
+
+    def _emit(self, data: builtins.bytes) -> None:
+        if data:
+            self.handle.write(data)
+            self.digest.update(data)
+            self.bytes += len(data)
+
+    def write(self, chunk: builtins.bytes | memoryview) -> None:
+        self.raw_bytes += len(chunk)
+        self._emit(self._zip.compress(chunk) if self._zip else bytes(chunk))
+
+    def finish(self) -> None:
+        if self._zip:
+            self._emit(self._zip.flush())
+
+
+def read_verified(store: ObjectStore, key: str, manifest: Manifest) -> Iterator[bytes]:
+    """Yield the file's uncompressed bytes; raise BatchError at the end if it does not match
+    its manifest (size, sha256, complete gzip stream). Callers load inside a transaction and
+    commit only after this generator is exhausted, so a mismatch loads nothing."""
+    digest = hashlib.sha256()
+    size = 0
+    unzip = zlib.decompressobj(31) if manifest.compression == "gzip" else None
+    with store.open_read(key) as handle:
+        while True:
+            chunk = handle.read(_CHUNK)
+            if not chunk:
+                break
+            digest.update(chunk)
+            size += len(chunk)
+            if unzip is None:
+                yield chunk
+                continue
+            try:
+                out = unzip.decompress(chunk)
+            except zlib.error as exc:
+                raise BatchError(f"{store.display(key)} is not a valid gzip file ({exc})") from None
+            if out:
+                yield out
+    if unzip is not None:
+        tail = unzip.flush()
+        if tail:
+            yield tail
+        if not unzip.eof:
+            raise BatchError(f"{store.display(key)} is truncated (the gzip stream ends early)")
+    if size != manifest.bytes:
+        raise BatchError(f"{store.display(key)} has {size} bytes, its manifest says {manifest.bytes}")
+    if digest.hexdigest() != manifest.sha256:
+        raise BatchError(f"{store.display(key)} does not match the sha256 in its manifest")
+
+
+def write_manifest(store: ObjectStore, key: str, manifest: Manifest) -> None:
+    with store.open_write(key) as handle:
+        handle.write(manifest.to_json())
+
+
+def read_manifest(store: ObjectStore, key: str) -> Manifest:
+    with store.open_read(key) as handle:
+        return Manifest.from_json(handle.read(), store.display(key))
+
+

@@ -1,0 +1,1 @@
+"""Warehouse: connections, control-schema migrations, bronze DDL, the loader, control reads/writes."""

@@ -1,0 +1,163 @@
+"""Load one batch file into bronze in one transaction: COPY -> stage -> merge, watermark, run row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from bronzeline.config.models import TableConfig
+from bronzeline.errors import BatchError, WarehouseError
+from bronzeline.store.batch import Manifest
+from bronzeline.warehouse.control import Control
+
+Conn = psycopg.Connection[Any]
+STAGE = "_bronzeline_stage"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    rows_extracted: int
+    rows_loaded: int
+    rows_skipped: int
+    rows_deleted: int | None
+    direct: bool  # COPY went straight into an empty bronze table
+
+
+class LoadRejected(BatchError):
+    """PostgreSQL refused the file's content (bad value, duplicate key, wrong column count)."""
+
+
+class Loader:
+    def __init__(self, conn: Conn, control: Control, bronze_schema: str, lock_timeout: str) -> None:
+        self.conn = conn
+        self.control = control
+        self.schema = bronze_schema
+        self.lock_timeout = lock_timeout
+
+    def _bronze(self, table: TableConfig) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(table.name))
+
+    def load(self, table: TableConfig, manifest: Manifest, data: Iterable[bytes], *, advance: bool,
+             where: str) -> LoadResult:
+        """Everything commits together or nothing does. `data` raises BatchError at its end when the
+        file does not match its manifest, which rolls the transaction back."""
+        cols = manifest.column_names
+        try:
+            with self.conn.transaction():
+                self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (self.lock_timeout,))
+                self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(self._bronze(table)))
+                if table.mode == "incremental":
+                    result = self._load_incremental(table, cols, data)
+                else:
+                    result = self._load_snapshot(table, cols, data)
+                if result.rows_extracted != manifest.rows:
+                    raise BatchError(f"{where} holds {result.rows_extracted} rows, its manifest says {manifest.rows}")
+                self.control.mark_loaded(manifest.run_id, result.rows_extracted, result.rows_loaded,
+                                         result.rows_skipped, result.rows_deleted)
+                if table.mode == "incremental" and advance and manifest.window_end:
+                    self.control.advance_watermark(
+                        table.name, _ts(manifest.window_start), datetime.fromisoformat(manifest.window_end),
+                        result.rows_loaded, manifest.run_id)
+        except psycopg.errors.UniqueViolation:
+            raise LoadRejected(
+                f"{where} has two rows with one key ({', '.join(table.key)}): the key is not unique at the "
+                f"source; fix `key:` for table {table.name}") from None
+        except psycopg.errors.LockNotAvailable:
+            raise WarehouseError(f"{table.name}: bronze table is locked by another session for longer than "
+                                 f"lock_timeout ({self.lock_timeout}); run again later") from None
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
+                psycopg.errors.UndefinedColumn, psycopg.errors.BadCopyFileFormat) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise LoadRejected(f"{where} could not be loaded into {self.schema}.{table.name}: {first}") from None
+        except psycopg.OperationalError as exc:
+            raise WarehouseError(f"{table.name}: the warehouse connection failed during the load ({exc}); "
+                                 "nothing was committed, run again") from None
+        return result
+
+    def _copy_into(self, target: sql.Composable, cols: list[str], data: Iterable[bytes]) -> int:
+        query = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+            target, sql.SQL(", ").join(map(sql.Identifier, cols)))
+        with self.conn.cursor() as cur:
+            with cur.copy(query) as copy:
+                for chunk in data:
+                    copy.write(chunk)
+            return int(cur.rowcount)
+
+    def _is_empty(self, table: TableConfig) -> bool:
+        row = self.conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(self._bronze(table))).fetchone()
+        return bool(row and row[0])
+
+    def _stage(self, table: TableConfig, cols: list[str], data: Iterable[bytes]) -> int:
+        stage = sql.Identifier(STAGE)
+        self.conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))
+        self.conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(stage, self._bronze(table)))
+        rows = self._copy_into(stage, cols, data)
+        if table.key:
+            # Two rows with one key in one batch: the unique index refuses them (UniqueViolation).
+            self.conn.execute(sql.SQL("CREATE UNIQUE INDEX ON {} ({})").format(
+                stage, sql.SQL(", ").join(map(sql.Identifier, table.key))))
+        return rows
+
+    def _upsert(self, table: TableConfig, cols: list[str], on_conflict: str) -> int:
+        idents = sql.SQL(", ").join(map(sql.Identifier, cols))
+        key = sql.SQL(", ").join(map(sql.Identifier, table.key))
+        action: sql.Composable
+        if on_conflict == "nothing":
+            action = sql.SQL("DO NOTHING")
+        else:
+            others = [c for c in cols if c not in table.key]
+            if not others:
+                action = sql.SQL("DO NOTHING")
+            else:
+                sets = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others)
+                # Compare as text: exact for every type, including json and geometry.
+                old = sql.SQL(", ").join(sql.SQL("b.{}::text").format(sql.Identifier(c)) for c in others)
+                new = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}::text").format(sql.Identifier(c)) for c in others)
+                cond: sql.Composable = sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(old, new)
+                if table.mode == "incremental" and table.watermark:
+                    # A replayed old file never puts back old values.
+                    cond = cond + sql.SQL(" AND EXCLUDED.{0} >= b.{0}").format(sql.Identifier(table.watermark))
+                action = sql.SQL("DO UPDATE SET {} WHERE {}").format(sets, cond)
+        query = sql.SQL("INSERT INTO {} AS b ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
+            self._bronze(table), idents, idents, sql.Identifier(STAGE), key, action)
+        with self.conn.cursor() as cur:
+            cur.execute(query)
+            return int(cur.rowcount)
+
+    def _load_incremental(self, table: TableConfig, cols: list[str], data: Iterable[bytes]) -> LoadResult:
+        if self._is_empty(table):
+            # Nothing to conflict with: COPY straight in; the primary key still refuses duplicates.
+            rows = self._copy_into(self._bronze(table), cols, data)
+            return LoadResult(rows, rows, 0, None, direct=True)
+        rows = self._stage(table, cols, data)
+        loaded = self._upsert(table, cols, table.on_conflict)
+        return LoadResult(rows, loaded, rows - loaded, None, direct=False)
+
+    def _load_snapshot(self, table: TableConfig, cols: list[str], data: Iterable[bytes]) -> LoadResult:
+        rows = self._stage(table, cols, data)
+        bronze = self._bronze(table)
+        stage = sql.Identifier(STAGE)
+        with self.conn.cursor() as cur:
+            if table.key:
+                match = sql.SQL(" AND ").join(
+                    sql.SQL("s.{0} = b.{0}").format(sql.Identifier(k)) for k in table.key)
+                cur.execute(sql.SQL("DELETE FROM {} AS b WHERE NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
+                    bronze, stage, match))
+                deleted = int(cur.rowcount)
+                loaded = self._upsert(table, cols, "update")
+            else:
+                cur.execute(sql.SQL("DELETE FROM {}").format(bronze))
+                deleted = int(cur.rowcount)
+                idents = sql.SQL(", ").join(map(sql.Identifier, cols))
+                cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(bronze, idents, idents, stage))
+                loaded = int(cur.rowcount)
+        return LoadResult(rows, loaded, rows - loaded, deleted, direct=False)
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
