@@ -17,6 +17,7 @@ import psycopg
 from bronzeline.config.models import Config, TableConfig
 from bronzeline.context import Context
 from bronzeline.errors import BatchError, BronzelineError, LockBusy, SourceError, WarehouseError
+from bronzeline.faults import crash_point
 from bronzeline.redact import redact
 from bronzeline.sources.base import Bound, Column, Window
 from bronzeline.store import batch
@@ -239,7 +240,12 @@ class Runner:
             sink: Callable[[bytes], None] = writer.write
             if self.on_progress is not None:
                 sink = self._progress_sink(table.name, writer)
-            rows = self.ctx.source(table.source).copy_out(table, columns, window, sink)
+
+            def write(chunk: bytes) -> None:
+                sink(chunk)
+                crash_point("extract")
+
+            rows = self.ctx.source(table.source).copy_out(table, columns, window, write)
             writer.finish()
         manifest = Manifest(
             run_id=run_id, table=table.name, mode=table.mode, data_file=data_key.rsplit("/", 1)[-1],
@@ -250,6 +256,7 @@ class Runner:
             oldest_xact_start=_iso(bound.oldest_xact_start) if bound else None,
             extra={"uncompressed_bytes": writer.raw_bytes})
         batch.write_manifest(store, manifest_key, manifest)
+        crash_point("uploaded")
         self.ctx.control.mark_uploaded(run_id, store.display(data_key), writer.bytes, manifest.sha256, rows)
         return manifest, manifest_key, data_key
 
@@ -286,6 +293,7 @@ class Runner:
         except BatchError as exc:
             self._refuse(table, manifest_key, data_key, str(exc))
             raise BatchError(f"{exc}; moved to failed/ — the next run re-extracts its window") from None
+        crash_point("committed")
         self._move(table, manifest_key, data_key, batch.processed_dir(table.name))
         return result
 
@@ -319,6 +327,7 @@ class Runner:
             if store.size(dst) != store.size(key):
                 raise BatchError(f"copying {store.display(key)} to {store.display(dst)} gave a different size; "
                                  "check the object store")
+        crash_point("moving")
         for key in reversed(keys):
             store.delete(key)
 

@@ -12,6 +12,7 @@ from psycopg import sql
 
 from bronzeline.config.models import TableConfig
 from bronzeline.errors import BatchError, WarehouseError
+from bronzeline.faults import crash_point
 from bronzeline.store.batch import Manifest
 from bronzeline.warehouse.control import Control
 
@@ -57,6 +58,7 @@ class Loader:
                     result = self._load_snapshot(table, cols, data)
                 if result.rows_extracted != manifest.rows:
                     raise BatchError(f"{where} holds {result.rows_extracted} rows, its manifest says {manifest.rows}")
+                crash_point("load")
                 self.control.mark_loaded(manifest.run_id, result.rows_extracted, result.rows_loaded,
                                          result.rows_skipped, result.rows_deleted)
                 if table.mode == "incremental" and advance and manifest.window_end:
