@@ -22,18 +22,30 @@ class Context:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._warehouse: psycopg.Connection[Any] | None = None
+        self._load: psycopg.Connection[Any] | None = None
         self._sources: dict[str, Source] = {}
         self._store: ObjectStore | None = None
 
+    def _connect_warehouse(self, purpose: str) -> psycopg.Connection[Any]:
+        name = self.config.warehouse.connection
+        conn = connect(name, self.config.connections[name], WarehouseError, purpose=purpose)
+        for key, value in SESSION_SETTINGS.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (key, value))
+        return conn
+
     @property
     def warehouse(self) -> psycopg.Connection[Any]:
+        """Control reads and writes, and the per-table locks (autocommit)."""
         if self._warehouse is None or self._warehouse.closed:
-            name = self.config.warehouse.connection
-            conn = connect(name, self.config.connections[name], WarehouseError, purpose="load")
-            for key, value in SESSION_SETTINGS.items():
-                conn.execute("SELECT set_config(%s, %s, false)", (key, value))
-            self._warehouse = conn
+            self._warehouse = self._connect_warehouse("control")
         return self._warehouse
+
+    @property
+    def load_conn(self) -> psycopg.Connection[Any]:
+        """Load transactions, kept apart so run rows written meanwhile are visible at once."""
+        if self._load is None or self._load.closed:
+            self._load = self._connect_warehouse("load")
+        return self._load
 
     @property
     def control(self) -> Control:
@@ -60,9 +72,10 @@ class Context:
     def close(self) -> None:
         for name in list(self._sources):
             self.drop_source(name)
-        if self._warehouse is not None:
-            self._warehouse.close()
-            self._warehouse = None
+        for conn in (self._load, self._warehouse):
+            if conn is not None:
+                conn.close()
+        self._warehouse = self._load = None
 
     def __enter__(self) -> Context:
         return self

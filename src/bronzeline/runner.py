@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -23,6 +23,7 @@ from bronzeline.sources.base import Bound, Column, Window
 from bronzeline.store import batch
 from bronzeline.store.batch import BatchWriter, Manifest
 from bronzeline.warehouse import ddl
+from bronzeline.warehouse.control import Control
 from bronzeline.warehouse.loader import Loader, LoadRejected, LoadResult
 
 Event = Callable[[str, str], None]  # (table, message)
@@ -61,6 +62,7 @@ class Runner:
         self.on_event = on_event or (lambda table, msg: None)
         self.on_progress = on_progress
         self.debug = debug
+        self._next_progress = _PROGRESS_EVERY
 
     # ---------------------------------------------------------------- public
     def run(self, names: list[str] | None = None) -> list[TableOutcome]:
@@ -210,10 +212,7 @@ class Runner:
             table.name, table.mode, window.start, window.end,
             bound.source_clock if bound else None, bound.oldest_xact_start if bound else None,
             bound.holdback.total_seconds() if bound else None)
-        manifest, manifest_key, data_key = self._extract(table, columns, window, bound, run_id)
-        result = self._load(table, manifest, manifest_key, data_key, advance=advance)
-        outcome.add(run_id, result, self.ctx.store.display(batch.processed_dir(table.name) + "/" +
-                                                           data_key.rsplit("/", 1)[-1]))
+        self._extract_and_load_batch(table, columns, window, bound, run_id, advance, outcome)
         return run_id
 
     def _check_bronze(self, table: TableConfig, columns: list[Column]) -> None:
@@ -227,61 +226,78 @@ class Runner:
                                  "`bronzeline drift`, then change bronze (or set schema_evolution: add_columns "
                                  "and run `bronzeline migrate`)")
 
-    def _extract(self, table: TableConfig, columns: list[Column], window: Window, bound: Bound | None,
-                 run_id: int) -> tuple[Manifest, str, str]:
+    def _extract_and_load_batch(self, table: TableConfig, columns: list[Column], window: Window,
+                                bound: Bound | None, run_id: int, advance: bool, outcome: TableOutcome) -> str:
+        """Stream the source into the batch file and into the warehouse at once; the warehouse commits
+        only after the file and its manifest are complete and verified in the store."""
         store = self.ctx.store
         blob = self.config.blob
         stem = batch.batch_stem(run_id, datetime.now(UTC), self.config.tz)
         data_key = f"{batch.exports_dir(table.name)}/{batch.data_name(stem, blob.compression)}"
         manifest_key = f"{batch.exports_dir(table.name)}/{stem}{batch.MANIFEST_SUFFIX}"
         self.on_event(table.name, f"extracting {_window_text(window)} into {store.display(data_key)}")
-        with store.open_write(data_key) as handle:
-            writer = BatchWriter(handle, blob.compression, blob.compression_level)
-            sink: Callable[[bytes], None] = writer.write
-            if self.on_progress is not None:
-                sink = self._progress_sink(table.name, writer)
+        stream = self.ctx.source(table.source).extract(table, columns, window)
+        written: list[BatchWriter] = []
 
-            def write(chunk: bytes) -> None:
-                sink(chunk)
-                crash_point("extract")
+        def tee() -> Iterator[bytes]:
+            with store.open_write(data_key) as handle:
+                writer = BatchWriter(handle, blob.compression, blob.compression_level)
+                try:
+                    for chunk in stream:
+                        writer.write(chunk)
+                        crash_point("extract")
+                        self._report_progress(table.name, writer)
+                        yield chunk
+                    writer.finish()
+                finally:
+                    writer.close()
+            written.append(writer)
 
-            rows = self.ctx.source(table.source).copy_out(table, columns, window, write)
-            writer.finish()
-        manifest = Manifest(
-            run_id=run_id, table=table.name, mode=table.mode, data_file=data_key.rsplit("/", 1)[-1],
-            compression=blob.compression, columns=[{"name": c.name, "type": c.type} for c in columns],
-            key=list(table.key), window_start=_iso(window.start), window_end=_iso(window.end), rows=rows,
-            bytes=writer.bytes, sha256=writer.digest.hexdigest(), created_at=_iso(datetime.now(UTC)) or "",
-            source_clock=_iso(bound.source_clock) if bound else None,
-            oldest_xact_start=_iso(bound.oldest_xact_start) if bound else None,
-            extra={"uncompressed_bytes": writer.raw_bytes})
-        batch.write_manifest(store, manifest_key, manifest)
-        crash_point("uploaded")
-        self.ctx.control.mark_uploaded(run_id, store.display(data_key), writer.bytes, manifest.sha256, rows)
-        return manifest, manifest_key, data_key
+        def finalize() -> Manifest:
+            writer = written[0]
+            manifest = Manifest(
+                run_id=run_id, table=table.name, mode=table.mode, data_file=data_key.rsplit("/", 1)[-1],
+                compression=blob.compression, columns=[{"name": c.name, "type": c.type} for c in columns],
+                key=list(table.key), window_start=_iso(window.start), window_end=_iso(window.end),
+                rows=int(stream.rows or 0), bytes=writer.bytes, sha256=writer.digest.hexdigest(),
+                created_at=_iso(datetime.now(UTC)) or "",
+                source_clock=_iso(bound.source_clock) if bound else None,
+                oldest_xact_start=_iso(bound.oldest_xact_start) if bound else None,
+                extra={"uncompressed_bytes": writer.raw_bytes})
+            batch.write_manifest(store, manifest_key, manifest)
+            crash_point("uploaded")
+            self.ctx.control.mark_uploaded(run_id, store.display(data_key), writer.bytes, manifest.sha256,
+                                           manifest.rows)
+            if not self._matches(data_key, manifest):
+                raise BatchError(f"{store.display(data_key)} in the store differs from what was written; "
+                                 "check the object store")
+            return manifest
 
-    def _progress_sink(self, table: str, writer: BatchWriter) -> Callable[[bytes], None]:
-        report = self.on_progress
-        assert report is not None
-        next_at = [_PROGRESS_EVERY]
+        result = self._loader().load(table, [c.name for c in columns], tee(), finalize, advance=advance,
+                                     where=store.display(data_key))
+        crash_point("committed")
+        self._move(table, manifest_key, data_key, batch.processed_dir(table.name))
+        outcome.add(run_id, result, store.display(f"{batch.processed_dir(table.name)}/{data_key.rsplit('/', 1)[-1]}"))
+        return data_key
 
-        def sink(chunk: bytes) -> None:
-            writer.write(chunk)
-            if writer.raw_bytes >= next_at[0]:
-                next_at[0] = writer.raw_bytes + _PROGRESS_EVERY
-                report(table, writer.raw_bytes)
+    def _report_progress(self, table: str, writer: BatchWriter) -> None:
+        if self.on_progress is not None and writer.raw_bytes >= self._next_progress:
+            self._next_progress = writer.raw_bytes + _PROGRESS_EVERY
+            self.on_progress(table, writer.raw_bytes)
 
-        return sink
+    def _loader(self) -> Loader:
+        return Loader(self.ctx.load_conn, Control(self.ctx.load_conn, self.config.warehouse.control_schema,
+                                                  self.config.project),
+                      self.config.warehouse.bronze_schema, self.config.warehouse.lock_timeout)
 
     def _load(self, table: TableConfig, manifest: Manifest, manifest_key: str, data_key: str,
               *, advance: bool) -> LoadResult:
+        """Load a complete batch waiting in exports/ (a retry, or a replay)."""
         store = self.ctx.store
-        loader = Loader(self.ctx.warehouse, self.ctx.control, self.config.warehouse.bronze_schema,
-                        self.config.warehouse.lock_timeout)
         where = store.display(data_key)
         try:
-            result = loader.load(table, manifest, batch.read_verified(store, data_key, manifest),
-                                 advance=advance, where=where)
+            result = self._loader().load(table, manifest.column_names, batch.read_verified(store, data_key, manifest),
+                                         lambda: manifest, advance=advance, where=where)
         except LoadRejected as exc:
             if self._matches(data_key, manifest):
                 # The file is intact: the warehouse refused its content. Keep it for a retry once fixed.

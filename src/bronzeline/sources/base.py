@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -39,6 +39,12 @@ class Window:
     end: datetime | None  # inclusive; None for snapshots
 
 
+class Extract(Protocol):
+    rows: int | None  # set once the chunks are exhausted
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+
 class Source(Protocol):
     def describe(self, table: TableConfig) -> list[Column]:
         """The table's (or query's) columns with the types bronze takes."""
@@ -52,9 +58,7 @@ class Source(Protocol):
     def upper_bound(self, table: TableConfig) -> Bound:
         """A snapshot-safe inclusive upper bound for the next window."""
 
-    def copy_out(
-        self, table: TableConfig, columns: list[Column], window: Window, sink: Callable[[bytes], None]
-    ) -> int:
-        """Stream the window as CSV into `sink`; return the row count."""
+    def extract(self, table: TableConfig, columns: list[Column], window: Window) -> Extract:
+        """The window as CSV chunks (streamed, not held in memory)."""
 
     def close(self) -> None: ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from bronzeline.sources.base import Bound, Column, Window
 # A transaction's start is stamped a few instructions before pg_stat_activity shows it; hold the
 # bound this far below the source clock so a transaction caught in that gap can never be missed.
 CLOCK_MARGIN = timedelta(milliseconds=100)
+CHUNK_BYTES = 1 << 20  # batch the per-row COPY messages into chunks before any other work
 TIMESTAMP_TYPES = {"timestamp with time zone", "timestamp without time zone"}
 SESSION_SETTINGS = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra_float_digits": "1",
                     "bytea_output": "hex"}
@@ -193,9 +194,7 @@ class PostgresSource:
                 parts.append(ident)
         return sql.SQL(", ").join(parts)
 
-    def copy_out(
-        self, table: TableConfig, columns: list[Column], window: Window, sink: Callable[[bytes], None]
-    ) -> int:
+    def extract(self, table: TableConfig, columns: list[Column], window: Window) -> CopyStream:
         where: list[sql.Composable] = []
         params: list[Any] = []
         if table.mode == "incremental":
@@ -211,13 +210,31 @@ class PostgresSource:
         query = sql.SQL("COPY (SELECT {} FROM {} AS q{}) TO STDOUT WITH (FORMAT csv)").format(
             self.select_list(columns, table), self.relation(table), cond
         )
+        return CopyStream(self, table, query, params)
+
+
+class CopyStream:
+    """COPY … TO STDOUT as an iterator of ~1 MB chunks; `rows` is set once it is exhausted."""
+
+    def __init__(self, source: PostgresSource, table: TableConfig, query: sql.Composed, params: list[Any]) -> None:
+        self.source = source
+        self.table = table
+        self.query = query
+        self.params = params
+        self.rows: int | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        buf = bytearray()
         try:
-            with self.conn.cursor() as cur:
-                with cur.copy(query, params or None) as copy:
+            with self.source.conn.cursor() as cur:
+                with cur.copy(self.query, self.params or None) as copy:
                     for chunk in copy:
-                        sink(bytes(chunk))
-                return int(cur.rowcount)
+                        buf += chunk
+                        if len(buf) >= CHUNK_BYTES:
+                            yield bytes(buf)
+                            buf.clear()
+                if buf:
+                    yield bytes(buf)
+                self.rows = int(cur.rowcount)
         except psycopg.Error as exc:
-            raise self._fail(table, exc, "extracting") from None
-
-
+            raise self.source._fail(self.table, exc, "extracting") from None

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+import queue
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from bronzeline.config.models import TableConfig
 from bronzeline.errors import BatchError, WarehouseError
@@ -29,6 +31,15 @@ class LoadResult:
     direct: bool  # COPY went straight into an empty bronze table
 
 
+class BoundedQueuedWriter(QueuedLibpqWriter):
+    """psycopg's queued COPY writer with a short queue (64 × 128 KB), so a slow warehouse makes the
+    reader wait instead of letting memory grow."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        super().__init__(cursor)
+        self._queue = queue.Queue(maxsize=64)  # type: ignore[assignment]
+
+
 class LoadRejected(BatchError):
     """PostgreSQL refused the file's content (bad value, duplicate key, wrong column count)."""
 
@@ -43,19 +54,19 @@ class Loader:
     def _bronze(self, table: TableConfig) -> sql.Composed:
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(table.name))
 
-    def load(self, table: TableConfig, manifest: Manifest, data: Iterable[bytes], *, advance: bool,
-             where: str) -> LoadResult:
-        """Everything commits together or nothing does. `data` raises BatchError at its end when the
-        file does not match its manifest, which rolls the transaction back."""
-        cols = manifest.column_names
+    def load(self, table: TableConfig, columns: list[str], data: Iterable[bytes],
+             finalize: Callable[[], Manifest], *, advance: bool, where: str) -> LoadResult:
+        """COPY `data` in, then call `finalize` (which completes and verifies the batch file and its
+        manifest, or raises), then merge, account, advance the watermark and commit — all or nothing."""
         try:
             with self.conn.transaction():
                 self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (self.lock_timeout,))
                 self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(self._bronze(table)))
                 if table.mode == "incremental":
-                    result = self._load_incremental(table, cols, data)
+                    result = self._load_incremental(table, columns, data)
                 else:
-                    result = self._load_snapshot(table, cols, data)
+                    result = self._load_snapshot(table, columns, data)
+                manifest = finalize()
                 if result.rows_extracted != manifest.rows:
                     raise BatchError(f"{where} holds {result.rows_extracted} rows, its manifest says {manifest.rows}")
                 crash_point("load")
@@ -85,7 +96,8 @@ class Loader:
         query = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
             target, sql.SQL(", ").join(map(sql.Identifier, cols)))
         with self.conn.cursor() as cur:
-            with cur.copy(query) as copy:
+            # The queued writer sends on its own thread while this one keeps reading the source.
+            with cur.copy(query, writer=BoundedQueuedWriter(cur)) as copy:
                 for chunk in data:
                     copy.write(chunk)
             return int(cur.rowcount)
