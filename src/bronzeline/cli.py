@@ -6,6 +6,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -140,7 +141,11 @@ def status(state: State, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"project": state.config.project, "tables": rows}, indent=2))
         return
-    grid = Table(title=f"bronzeline — {state.config.project}")
+    _status_table(state.config.project, rows)
+
+
+def _status_table(project: str, rows: list[dict[str, Any]]) -> None:
+    grid = Table(title=f"bronzeline — {project}")
     for col in ("table", "mode", "last loaded", "lag", "rows last run", "watermark", "pending", "failed 24h"):
         grid.add_column(col)
     for r in rows:
@@ -223,6 +228,51 @@ def _iso(value: Any) -> str | None:
 
 def _num(value: int | None) -> str:
     return "" if value is None else f"{value:,}"
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="leave the embedded server running and print connection strings")
+@click.option("--dir", "directory", default="bronzeline-demo", show_default=True,
+              help="where the server, the config and the batch files go")
+@click.option("--days", default=3.0, show_default=True, help="days of fleet history to simulate")
+@guarded
+def demo(state: State, keep: bool, directory: str, days: float) -> None:
+    """Run the pipeline on an embedded PostgreSQL with a simulated fleet-tracking source."""
+    from bronzeline.fleet.demo import run_demo
+
+    out.print("[bold]bronzeline demo[/bold] — a fleet-tracking source and a warehouse on an embedded PostgreSQL")
+    result = run_demo(Path(directory), keep=keep, days=days, say=lambda m: out.print(m, markup=False),
+                      show_run=lambda outcomes: _demo_run(outcomes))
+    out.print()
+    _status_table("fleet", result.status)
+    processed = result.directory / "blob" / "fleet" / "processed"
+    out.print(f"\nbatch files (the audit trail): {processed}/<table>/", markup=False)
+    out.print(f"config: {result.config_path}", markup=False)
+    if result.stop_command:
+        out.print("\nthe server is still running:", markup=False)
+        out.print(f"  psql \"{result.source_dsn}\"      # the source (schema tracksolid)", markup=False)
+        out.print(f"  psql \"{result.warehouse_dsn}\"   # the warehouse (bronze, dwh_control)", markup=False)
+        out.print(f"  bronzeline -c {result.config_path} status", markup=False)
+        out.print(f"  stop it with: {result.stop_command}", markup=False)
+        out.print("\nqueries to try in the warehouse:", markup=False)
+    else:
+        out.print("\nthe embedded server is stopped and removed (use --keep to explore it). Queries to try "
+                  "with --keep, in the warehouse:", markup=False)
+    for query in DEMO_QUERIES:
+        out.print(f"  {query}", markup=False)
+
+
+DEMO_QUERIES = (
+    "SELECT * FROM dwh_control.v_table_freshness;",
+    "SELECT run_id, table_name, status, rows_extracted, rows_loaded, rows_skipped FROM dwh_control.extract_runs;",
+    "SELECT imei, count(*) FROM bronze.position_history GROUP BY 1 ORDER BY 2 DESC LIMIT 5;",
+    "SELECT imei, sum(distance_km) AS km FROM bronze.trips GROUP BY 1 ORDER BY 2 DESC LIMIT 5;",
+)
+
+
+def _demo_run(outcomes: list[TableOutcome]) -> None:
+    if _print_outcomes(outcomes):
+        raise BronzelineError("the demo run failed (see above)")
 
 
 def main() -> None:

@@ -71,15 +71,7 @@ class EmbeddedServer:
 
     def is_running(self) -> bool:
         pid = _postmaster_pid(self.pgdata)
-        if pid is None:
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid is not None and not _exited(pid)
 
     def stop_command(self) -> str:
         """The shell command that stops this server (shown when the demo keeps it running)."""
@@ -107,28 +99,45 @@ def bin_dir() -> Path:
 
 
 def start_server(directory: Path, port: int | None = None) -> EmbeddedServer:
-    """Initialise `directory`/pgdata when new, then start a server on a free loopback port."""
+    """Initialise `directory`/pgdata when new, then start a server on a free loopback port.
+
+    A server already running on that data directory (one a demo kept) is reused as it is.
+    """
     binaries = bin_dir()
     pgdata = (Path(directory) / "pgdata").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     user = _system_user()
-    started = False
+    running = _running_port(pgdata)
+    if running is not None:
+        return EmbeddedServer(pgdata, running, binaries, user, 0.0, 0.0)
+    created = not (pgdata / "PG_VERSION").exists()
     try:
         began = time.perf_counter()
-        if not (pgdata / "PG_VERSION").exists():
+        if created:
             _initdb(pgdata, binaries, user)
         init_seconds = time.perf_counter() - began
         began = time.perf_counter()
         chosen = _start(pgdata, binaries, user, port)
-        started = True
         return EmbeddedServer(pgdata, chosen, binaries, user, init_seconds, time.perf_counter() - began)
     except BaseException:
-        # Interrupted or failed half-way: leave no process and no half-made cluster behind.
-        if not started:
-            with contextlib.suppress(Exception):
-                _stop(pgdata, binaries, user)
+        # Interrupted or failed half-way: leave no process behind, and no half-made cluster
+        # (a data directory that existed before is the user's: it stays).
+        with contextlib.suppress(Exception):
+            _stop(pgdata, binaries, user)
+        if created:
             shutil.rmtree(pgdata, ignore_errors=True)
         raise
+
+
+def _running_port(pgdata: Path) -> int | None:
+    """The port of a live postmaster on pgdata (postmaster.pid's fourth line), else None."""
+    pid = _postmaster_pid(pgdata)
+    if pid is None or _exited(pid):
+        return None
+    try:
+        return int((pgdata / "postmaster.pid").read_text(encoding="utf-8").splitlines()[3])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 @contextlib.contextmanager
@@ -206,26 +215,54 @@ def _start(pgdata: Path, binaries: Path, user: str | None, port: int | None) -> 
                   "-w", "-t", "60", "start"], user)
             return chosen
         except EmbeddedServerError as exc:
-            last = exc
-            # Another process took the port between our probe and the bind: try another one.
             log = pgdata / "server.log"
-            if "Address already in use" not in (log.read_text(errors="replace") if log.exists() else ""):
+            text = log.read_text(errors="replace") if log.exists() else ""
+            # The data directory (and this log) is removed on failure: keep the log's end.
+            last = EmbeddedServerError(f"{exc}\nserver log:\n{text.strip()[-1500:]}")
+            # Another process took the port between our probe and the bind: try another one.
+            if "Address already in use" not in text:
                 break
     assert last is not None
     raise last
 
 
 def _stop(pgdata: Path, binaries: Path, user: str | None) -> None:
-    if _postmaster_pid(pgdata) is None:
+    pid = _postmaster_pid(pgdata)
+    if pid is None:
         return
     try:
         _run([str(binaries / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "-t", "30", "stop"], user)
     except EmbeddedServerError:
-        pid = _postmaster_pid(pgdata)
-        if pid is not None:
+        if _postmaster_pid(pgdata) == pid:
             # pg_ctl could not stop it: an immediate shutdown of the postmaster we started.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGQUIT)
+    # pg_ctl returns once postmaster.pid is gone, a moment before the process itself exits.
+    _wait_exited(pid, timeout=10.0)
+
+
+def _wait_exited(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not _exited(pid):
+        time.sleep(0.02)
+
+
+def _exited(pid: int) -> bool:
+    """True when no such process runs; a zombie has exited (reaping it is its parent's job)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    except (OSError, IndexError):
+        # No /proc (macOS): ask the kernel whether the pid exists at all.
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    return state in ("Z", "X")
 
 
 def _postmaster_pid(pgdata: Path) -> int | None:

@@ -7,6 +7,7 @@ seeded past, the live writers for now).
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from dataclasses import dataclass, field
@@ -162,7 +163,7 @@ class Vehicle:
         if self.acc_alarms:
             act.alarms.append(Alarm(self.t, "ACC_ON", "ACC ON", self.lat, self.lng))
         path = self._route(dest)
-        total = sum(haversine_m(*a, *b) for a, b in zip(path, path[1:], strict=False))
+        total = sum(haversine_m(*a, *b) for a, b in itertools.pairwise(path))
         # Cross-town trips use a faster road for their middle part.
         highway = haversine_m(self.lat, self.lng, *dest) > 6000
         self.drive = _Drive(path, self.t, total, highway, self.rng.uniform(22, 42), home)

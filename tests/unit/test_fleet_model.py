@@ -1,0 +1,97 @@
+"""The fleet simulator's pieces without a database: registry, motion, delivery model, config."""
+
+from __future__ import annotations
+
+import random
+import statistics
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bronzeline.config.loader import load_config
+from bronzeline.fleet import history, reference_config_text, write_demo_config
+from bronzeline.fleet.model import CITIES, ewkb_point, haversine_m, luhn_digit, make_fleet
+from bronzeline.fleet.motion import Vehicle
+
+NOW = 1_780_000_000.0
+
+
+def test_imei_check_digit_and_ewkb() -> None:
+    assert luhn_digit("49015420323751") == "8"  # a published example IMEI: 490154203237518
+    assert ewkb_point(1.0, 2.0).upper() == "0101000020E6100000000000000000F03F0000000000000040"
+
+
+def test_fleet_shape_is_deterministic() -> None:
+    first = make_fleet(random.Random(42), 150, datetime.fromtimestamp(NOW, UTC), 0.35)
+    second = make_fleet(random.Random(42), 150, datetime.fromtimestamp(NOW, UTC), 0.35)
+    assert [d.imei for d in first] == [d.imei for d in second]
+    assert len({d.imei for d in first}) == 150
+    assert all(luhn_digit(d.imei[:14]) == d.imei[14] for d in first)
+    active = [d for d in first if d.active]
+    assert 0.3 * 150 <= len(active) <= 0.4 * 150
+    assert {d.city.name for d in active} == {c.name for c in CITIES}
+    assert all(d.sim_active for d in active)
+
+
+def test_vehicles_drive_plausible_trips() -> None:
+    rng = random.Random(5)
+    trips = []
+    for _ in range(10):
+        vehicle = Vehicle(rng, CITIES[0], (CITIES[0].lat, CITIES[0].lng), NOW - 2 * 86400)
+        act = vehicle.advance(NOW - 86400)
+        act.extend(vehicle.advance(NOW))  # carries on where it stopped
+        times = [f.t for f in act.fixes]
+        assert times == sorted(times) and len(set(times)) == len(times)
+        trips += act.trips
+        assert all(haversine_m(f.lat, f.lng, CITIES[0].lat, CITIES[0].lng) < 40_000 for f in act.fixes)
+    distances = [t.distance_m for t in trips]
+    assert len(trips) > 20
+    assert 500 < statistics.median(distances) < 30_000
+    assert all(t.end > t.start and 3 < t.avg_kmh < 90 for t in trips)
+
+
+def test_history_is_late_never_early_and_inside_the_window() -> None:
+    rng = random.Random(1)
+    fleet = make_fleet(rng, 60, datetime.fromtimestamp(NOW, UTC), 0.35)
+    begin, end = NOW - 86400, NOW
+    rows = history.build(rng, fleet, begin, end, geom=True)
+    positions = rows["position_history"]
+    assert positions and all(len(r) == 10 for r in positions)
+    assert all(begin < r[2].timestamp() <= end and r[1] <= r[2] for r in positions)
+    assert any((r[2] - r[1]).total_seconds() > 60 for r in positions)
+    stamps = [r[2] for r in positions]
+    assert stamps == sorted(stamps)
+    imeis = {d.imei for d in fleet}
+    assert {r[0] for r in positions} <= imeis
+    again = history.build(random.Random(1), make_fleet(random.Random(1), 60, datetime.fromtimestamp(NOW, UTC),
+                                                       0.35), begin, end, geom=True)
+    assert again["position_history"] != [] and len(again["trips"]) > 0
+
+
+def test_reference_config_loads(tmp_path: Path) -> None:
+    env = {"SOURCE_DSN": "host=127.0.0.1 dbname=fleet", "WAREHOUSE_DSN": "host=127.0.0.1 dbname=dwh"}
+    for postgis in (True, False):
+        path = tmp_path / f"ref{postgis}.yml"
+        path.write_text(reference_config_text(postgis), encoding="utf-8")
+        config = load_config(path, env=env)
+        assert config.project == "fleet" and config.timezone == "Africa/Nairobi"
+        assert [t.name for t in config.tables if t.mode == "snapshot"] == ["devices", "live_positions"]
+        assert config.table("position_history").geometry == (["geom"] if postgis else [])
+        trips = config.table("trips")
+        assert trips.query is not None and "AS distance_km" in trips.query and trips.watermark == "recorded_at"
+        assert all(t.key == ["id"] for t in config.tables if t.mode == "incremental")
+        assert config.schedule.cron == "0 5,8,11,14,17,20,23 * * *"
+    assert "${SOURCE_DSN}" in reference_config_text(True)
+
+
+def test_demo_config_has_literal_loopback_dsns_only(tmp_path: Path) -> None:
+    source = "host=127.0.0.1 port=5544 user=postgres dbname=fleet"
+    path = write_demo_config(tmp_path / "demo", source, "host=127.0.0.1 port=5544 dbname=dwh", postgis=False)
+    config = load_config(path, env={})
+    assert config.connections["source"].dsn == source
+    assert config.base_dir == (tmp_path / "demo").resolve()
+    with pytest.raises(ValueError, match="password"):
+        write_demo_config(tmp_path / "x", "host=127.0.0.1 password=secret", source, postgis=False)
+    with pytest.raises(ValueError, match="loopback"):
+        write_demo_config(tmp_path / "x", "host=db.example.com", source, postgis=False)
