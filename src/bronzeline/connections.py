@@ -37,9 +37,10 @@ def connect(
     secret = dsn_password(cfg.dsn)
     try:
         params = conninfo_to_dict(cfg.dsn)
-    except psycopg.ProgrammingError as exc:
-        raise error(f"connection {name!r}: the dsn is not valid ({redact(str(exc), [secret])}); "
-                    "write a libpq string such as 'host=… dbname=… user=…' or a postgresql:// URL") from None
+    except psycopg.ProgrammingError:
+        # libpq's own message quotes the part it could not parse, which may be the password.
+        raise error(f"connection {name!r}: the dsn is not valid; write a libpq string such as "
+                    "'host=… dbname=… user=…' or a postgresql:// URL (percent-encode special characters)") from None
     host = str(params.get("host") or "")
     sslmode = str(params.get("sslmode") or "")
     remote = bool(host) and not all(is_loopback(h) for h in host.split(","))

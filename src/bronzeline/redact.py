@@ -12,11 +12,15 @@ _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORE
 
 
 def dsn_password(dsn: str) -> str | None:
-    """The password written into a DSN, if any."""
+    """The password written into a DSN, if any (also from a DSN libpq cannot parse)."""
     try:
         return conninfo_to_dict(dsn).get("password") or None  # type: ignore[return-value]
     except Exception:
-        return None
+        url = re.match(r"^postgres(?:ql)?://[^:/@\s]*:([^@]*)@", dsn)
+        if url:
+            return url.group(1) or None
+        kv = re.search(r"password\s*=\s*(.*)$", dsn, re.IGNORECASE)
+        return kv.group(1).strip() or None if kv else None
 
 
 def safe_dsn(dsn: str) -> str:

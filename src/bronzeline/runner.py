@@ -44,6 +44,7 @@ class TableOutcome:
     seconds: float = 0.0
     message: str = ""
     files: list[str] = field(default_factory=list)
+    current_run: int | None = None  # the run under way, marked failed if the table fails
 
     def add(self, run_id: int, result: LoadResult, path: str) -> None:
         self.runs.append(run_id)
@@ -80,27 +81,26 @@ class Runner:
         except LockBusy as exc:
             outcome.status, outcome.message = "skipped", str(exc)
             return outcome
-        run_id: int | None = None
         try:
             self._clean_leftovers(table)
             self._load_pending(table, outcome)
-            run_id = self._extract_and_load(table, outcome, window)
+            self._extract_and_load(table, outcome, window)
         except BronzelineError as exc:
             outcome.status, outcome.message = "failed", self._safe(str(exc))
-            self._fail_run(run_id, outcome.message)
+            self._fail_run(outcome.current_run, outcome.message)
         except psycopg.Error as exc:
             outcome.status = "failed"
             outcome.message = self._safe(f"{table.name}: database error: {str(exc).strip()}")
-            self._fail_run(run_id, outcome.message)
-            if isinstance(exc, psycopg.OperationalError):
-                self.ctx.drop_source(table.source)
+            self._fail_run(outcome.current_run, outcome.message)
         except Exception as exc:  # a bug: record it, keep the other tables going
             outcome.status = "failed"
             outcome.message = self._safe(f"{table.name}: internal error: {type(exc).__name__}: {exc}")
             if self.debug:
                 outcome.message += "\n" + traceback.format_exc()
-            self._fail_run(run_id, outcome.message)
+            self._fail_run(outcome.current_run, outcome.message)
         finally:
+            if outcome.status == "failed":
+                self.ctx.drop_source(table.source)  # it may be mid-COPY; the next table reconnects
             self._unlock(table)
             outcome.seconds = time.monotonic() - started
         return outcome
@@ -179,7 +179,7 @@ class Runner:
             result = self._load(table, manifest, manifest_key, data_key, advance=True)
             outcome.add(manifest.run_id, result, self.ctx.store.display(data_key))
 
-    def _extract_and_load(self, table: TableConfig, outcome: TableOutcome, window: Window | None) -> int | None:
+    def _extract_and_load(self, table: TableConfig, outcome: TableOutcome, window: Window | None) -> None:
         source = self.ctx.source(table.source)
         columns = source.describe(table)
         self._check_bronze(table, columns)
@@ -200,7 +200,7 @@ class Runner:
                     why = f" (held back by {bound.holder})" if bound.holder else ""
                     self.on_event(table.name, f"no new window: the safe bound {bound.upper} is not past the "
                                               f"watermark{why}")
-                    return None
+                    return
             elif window.end is None or window.end > bound.upper:
                 window = Window(window.start, bound.upper)
             if bound.holder:
@@ -212,8 +212,9 @@ class Runner:
             table.name, table.mode, window.start, window.end,
             bound.source_clock if bound else None, bound.oldest_xact_start if bound else None,
             bound.holdback.total_seconds() if bound else None)
+        outcome.current_run = run_id  # from here on, a failure marks this run failed
         self._extract_and_load_batch(table, columns, window, bound, run_id, advance, outcome)
-        return run_id
+        outcome.current_run = None
 
     def _check_bronze(self, table: TableConfig, columns: list[Column]) -> None:
         schema = self.config.warehouse.bronze_schema

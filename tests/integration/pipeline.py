@@ -116,7 +116,8 @@ def make_pipeline(admin_dsn: str, tmp: Path, new_database: Any, *, stats: bool =
     password = f"Pw{uuid.uuid4().hex}"
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         for role in (reader, owner):
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(password)))
         if stats:
             conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(sql.Identifier(reader)))
     wh_name = psycopg.conninfo.conninfo_to_dict(wh_db)["dbname"]

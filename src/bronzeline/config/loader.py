@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from bronzeline.config.models import Config
 from bronzeline.errors import ConfigError
+from bronzeline.redact import dsn_password
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -41,8 +42,24 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         raise ConfigError(f"{file}: cannot read ({exc.strerror}); check the path and permissions") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{file}: the file must be a mapping with project, connections, blob and tables")
+    refuse_literal_secrets(raw, file)
     data = interpolate(raw, env, file, ())
     return validate(data, file)
+
+
+def refuse_literal_secrets(raw: dict[str, Any], file: Path) -> None:
+    """Secrets appear in the file only as ${VAR} references."""
+    connections = raw.get("connections")
+    for name, conn in (connections.items() if isinstance(connections, dict) else []):
+        dsn = conn.get("dsn") if isinstance(conn, dict) else None
+        if isinstance(dsn, str) and "${" not in dsn and dsn_password(dsn):
+            raise ConfigError(f"{file}: connections.{name}.dsn has a password written in the file; "
+                              f"write it as ${{VAR}} (e.g. dsn: \"${{{name.upper()}_DSN}}\") and export the variable")
+    blob = raw.get("blob")
+    secret = blob.get("secret_access_key") if isinstance(blob, dict) else None
+    if isinstance(secret, str) and secret and "${" not in secret:
+        raise ConfigError(f"{file}: blob.secret_access_key is written in the file; write it as "
+                          "${AWS_SECRET_ACCESS_KEY} (or leave it out to use the AWS environment)")
 
 
 def interpolate(value: Any, env: Mapping[str, str], file: Path, path: tuple[str | int, ...]) -> Any:
@@ -50,7 +67,7 @@ def interpolate(value: Any, env: Mapping[str, str], file: Path, path: tuple[str 
     if isinstance(value, dict):
         return {k: interpolate(v, env, file, (*path, str(k))) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, env, file, (*path, i)) for i, v in enumerate(value)]
+        return [interpolate(v, env, file, (*path, _item_label(v, i))) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -68,10 +85,21 @@ def interpolate(value: Any, env: Mapping[str, str], file: Path, path: tuple[str 
     return _VAR.sub(substitute, value)
 
 
+def _item_label(item: Any, index: int) -> str | int:
+    """tables[position_history] rather than tables[0], when the item has a name."""
+    name = item.get("name") if isinstance(item, dict) else None
+    return f"[{name}]" if isinstance(name, str) else index
+
+
 def key_path(path: tuple[str | int, ...]) -> str:
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith("["):
+            out += part
+        else:
+            out += f".{part}" if out else part
     return out or "(top level)"
 
 

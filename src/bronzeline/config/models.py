@@ -112,6 +112,11 @@ class TableConfig(Strict):
             raise ValueError("must be letters, digits and underscores (it names a table and a folder)")
         return value
 
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return check_cron(value)
+
     @field_validator("lookback")
     @classmethod
     def _lookback(cls, value: str | None) -> str | None:
@@ -149,8 +154,19 @@ class TableConfig(Strict):
         raise ValueError(f"from: {self.from_!r} must be `table` or `schema.table`")
 
 
+def check_cron(value: str | None) -> str | None:
+    if value is not None and len(value.split()) != 5:
+        raise ValueError(f"{value!r} is not a cron expression; write five fields, e.g. '0 5,8,11 * * *'")
+    return value
+
+
 class ScheduleConfig(Strict):
     cron: str | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return check_cron(value)
 
 
 class Config(Strict):

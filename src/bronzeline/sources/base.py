@@ -15,7 +15,7 @@ class Column:
     name: str
     type: str  # the type bronze gets, e.g. numeric(5,2), geometry(Point,4326), text for enums
     source_type: str  # the type as the source declares it
-    select_as_text: bool = False  # enums: select col::text
+    select_cast: str | None = None  # enums: select col::text (col::text[] for arrays of enums)
     is_geometry: bool = False
 
 

@@ -25,7 +25,8 @@ SESSION_SETTINGS = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra
 
 _TYPES_SQL = """
 SELECT u.ord::int,
-       coalesce(b.typtype, t.typtype) AS typtype,
+       CASE WHEN coalesce(b.typtype, t.typtype) = 'e' THEN 'e'
+            WHEN el.typtype = 'e' THEN 'enum[]' ELSE coalesce(b.typtype, t.typtype)::text END AS typtype,
        format_type(u.oid, nullif(u.mod, -1)) AS declared,
        CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, nullif(t.typtypmod, -1))
             ELSE format_type(u.oid, nullif(u.mod, -1)) END AS resolved,
@@ -33,6 +34,7 @@ SELECT u.ord::int,
 FROM unnest(%s::oid[], %s::int[]) WITH ORDINALITY AS u(oid, mod, ord)
 JOIN pg_type t ON t.oid = u.oid
 LEFT JOIN pg_type b ON b.oid = t.typbasetype AND t.typtype = 'd'
+LEFT JOIN pg_type el ON el.oid = coalesce(b.typelem, t.typelem) AND coalesce(b.typcategory, t.typcategory) = 'A'
 ORDER BY u.ord
 """
 
@@ -108,12 +110,13 @@ class PostgresSource:
             raise SourceError(f"{table.name}: the source returns duplicate column names {dupes}; alias them")
         columns = []
         for name, (_, typtype, declared, resolved, base_name) in zip(names, rows, strict=True):
-            is_enum = typtype == "e"
+            # Enums land as text (arrays of enums as text[]): the warehouse need not know the type.
+            cast = {"e": "text", "enum[]": "text[]"}.get(str(typtype))
             columns.append(Column(
                 name=name,
-                type="text" if is_enum else str(resolved),
+                type=cast or str(resolved),
                 source_type=str(declared),
-                select_as_text=is_enum,
+                select_cast=cast,
                 is_geometry=base_name == "geometry",
             ))
         return columns
@@ -188,8 +191,8 @@ class PostgresSource:
             ident = sql.Identifier("q", col.name)
             if col.is_geometry and table.geometry_format == "ewkt":
                 parts.append(sql.SQL("ST_AsEWKT({}, 15) AS {}").format(ident, sql.Identifier(col.name)))
-            elif col.select_as_text:
-                parts.append(sql.SQL("{}::text AS {}").format(ident, sql.Identifier(col.name)))
+            elif col.select_cast:
+                parts.append(sql.SQL("{}::{} AS {}").format(ident, sql.SQL(col.select_cast), sql.Identifier(col.name)))
             else:
                 parts.append(ident)
         return sql.SQL(", ").join(parts)

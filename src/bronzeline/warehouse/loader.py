@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 import queue
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -145,12 +145,34 @@ class Loader:
 
     def _load_incremental(self, table: TableConfig, cols: list[str], data: Iterable[bytes]) -> LoadResult:
         if self._is_empty(table):
-            # Nothing to conflict with: COPY straight in; the primary key still refuses duplicates.
+            # Nothing to conflict with: COPY straight in. Building the primary key once after the COPY
+            # is much cheaper than maintaining it row by row; a duplicate key still fails the build.
+            primary_key = self._droppable_primary_key(table)
+            if primary_key is not None:
+                self.conn.execute(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                    self._bronze(table), sql.Identifier(primary_key)))
             rows = self._copy_into(self._bronze(table), cols, data)
+            if primary_key is not None:
+                self.conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
+                    self._bronze(table), sql.Identifier(primary_key),
+                    sql.SQL(", ").join(map(sql.Identifier, table.key))))
             return LoadResult(rows, rows, 0, None, direct=True)
         rows = self._stage(table, cols, data)
         loaded = self._upsert(table, cols, table.on_conflict)
         return LoadResult(rows, loaded, rows - loaded, None, direct=False)
+
+    def _droppable_primary_key(self, table: TableConfig) -> str | None:
+        """The name of bronze's primary key when it is exactly `key` and nothing depends on it
+        (no foreign key points at it), so it can be rebuilt after a first load."""
+        row = self.conn.execute(
+            """
+            SELECT c.conname FROM pg_constraint c
+            WHERE c.conrelid = %s::regclass AND c.contype = 'p'
+              AND (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(c.conkey) WITH ORDINALITY k(n, ord)
+                   JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n) = %s::text[]
+              AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.confrelid = c.conrelid AND f.contype = 'f')
+            """, (self._bronze(table).as_string(self.conn), list(table.key))).fetchone()
+        return None if row is None else str(row[0])
 
     def _load_snapshot(self, table: TableConfig, cols: list[str], data: Iterable[bytes]) -> LoadResult:
         rows = self._stage(table, cols, data)
