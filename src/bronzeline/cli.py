@@ -10,7 +10,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import psycopg
 from rich.console import Console
+from rich.progress import (
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from bronzeline import __version__
@@ -59,6 +69,14 @@ def guarded(fn: Callable[..., T]) -> Callable[..., T]:
         except KeyboardInterrupt:
             err.print("interrupted; the next run completes what this one left", markup=False)
             sys.exit(130)
+        except (psycopg.Error, OSError) as exc:
+            # A failure no stage translated: still one line, no traceback, no secret.
+            secrets = state._config.secrets() if state._config else []
+            if state.debug:
+                traceback.print_exc()
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            err.print(f"error: {redact(detail, secrets)} (run with --debug for details)", markup=False)
+            sys.exit(1)
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
@@ -80,8 +98,18 @@ def _event(table: str, message: str) -> None:
     err.print(f"[dim]{table}:[/dim] {message}", highlight=False)
 
 
-def _progress(table: str, nbytes: int) -> None:
-    err.print(f"[dim]{table}:[/dim] extracted {nbytes / 1e6:,.0f} MB …")
+class ExtractProgress:
+    """Live lines on stderr while long extracts stream (terminals only): bytes so far, speed."""
+
+    def __init__(self) -> None:
+        self.bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), DownloadColumn(),
+                             TransferSpeedColumn(), TimeElapsedColumn(), console=err, transient=True)
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, table: str, nbytes: int) -> None:
+        if table not in self.tasks:
+            self.tasks[table] = self.bars.add_task(f"{table}: extracting and loading", total=None)
+        self.bars.update(self.tasks[table], completed=nbytes)
 
 
 @cli.command()
@@ -125,8 +153,13 @@ def run(state: State, tables: tuple[str, ...]) -> None:
     for name in tables:
         config.table(name)
     with Context(config) as ctx:
-        runner = Runner(ctx, _event, _progress if err.is_terminal else None, debug=state.debug)
-        outcomes = runner.run(list(tables) or None)
+        progress = ExtractProgress() if err.is_terminal else None
+        runner = Runner(ctx, _event, progress, debug=state.debug)
+        if progress is None:
+            outcomes = runner.run(list(tables) or None)
+        else:
+            with progress.bars:
+                outcomes = runner.run(list(tables) or None)
     if _print_outcomes(outcomes):
         sys.exit(1)
 

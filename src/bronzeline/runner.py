@@ -22,7 +22,7 @@ from bronzeline.redact import redact
 from bronzeline.sources.base import Bound, Column, Window
 from bronzeline.store import batch
 from bronzeline.store.batch import BatchWriter, Manifest
-from bronzeline.warehouse import ddl
+from bronzeline.warehouse import ddl, migrations
 from bronzeline.warehouse.control import Control
 from bronzeline.warehouse.loader import Loader, LoadRejected, LoadResult
 
@@ -68,6 +68,7 @@ class Runner:
     # ---------------------------------------------------------------- public
     def run(self, names: list[str] | None = None) -> list[TableOutcome]:
         tables = [self.config.table(n) for n in names] if names else list(self.config.tables)
+        migrations.require_current(self.ctx.warehouse, self.config.warehouse.control_schema)
         return [self.run_table(t) for t in tables]
 
     def run_table(self, table: TableConfig, window: Window | None = None) -> TableOutcome:

@@ -372,3 +372,12 @@ def test_missing_postgis_in_the_warehouse(pipeline: Pipeline, new_database: Any)
         # the table without geometry was still set up; the geometry one was not
         assert conn.execute("SELECT to_regclass('bronze.things') IS NOT NULL, "
                             "to_regclass('bronze.spots') IS NULL").fetchone() == (True, True)
+
+
+def test_run_and_status_before_migrate_say_so(pipeline: Pipeline) -> None:
+    with pipeline.src() as conn:
+        conn.execute("CREATE TABLE tracksolid.t (id int PRIMARY KEY, recorded_at timestamptz NOT NULL DEFAULT now())")
+    pipeline.write_config("  - name: t\n    from: tracksolid.t\n    watermark: recorded_at\n    key: [id]\n")
+    for args in (("run",), ("status",), ("status", "--json")):
+        proc = pipeline.cli(*args)
+        assert_clean_failure(proc, "run `bronzeline migrate`")

@@ -9,6 +9,7 @@ from psycopg import sql
 
 from bronzeline.context import Context
 from bronzeline.store import batch
+from bronzeline.warehouse import migrations
 
 _STATUS_SQL = """
 SELECT t.name,
@@ -34,6 +35,7 @@ def table_status(ctx: Context) -> list[dict[str, Any]]:
     ctl = sql.Identifier(config.warehouse.control_schema)
     query = sql.SQL(_STATUS_SQL).format(runs=sql.SQL("{}.extract_runs").format(ctl),
                                         wm=sql.SQL("{}.extract_watermarks").format(ctl))
+    migrations.require_current(ctx.warehouse, config.warehouse.control_schema)
     names = [t.name for t in config.tables]
     rows = ctx.warehouse.execute(query, (names,)).fetchall()
     out = []

@@ -78,3 +78,10 @@ def check(conn: psycopg.Connection[Any], control: str) -> list[str]:
         elif done[migration.version] != migration.checksum:
             problems.append(f"migration {migration.name} differs from the applied one")
     return problems
+
+
+def require_current(conn: psycopg.Connection[Any], control: str) -> None:
+    """Raise unless the control schema is migrated and unchanged (run and status need it)."""
+    problems = check(conn, control)
+    if problems:
+        raise MigrationError("; ".join(problems))
