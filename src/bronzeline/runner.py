@@ -270,7 +270,7 @@ class Runner:
             crash_point("uploaded")
             self.ctx.control.mark_uploaded(run_id, store.display(data_key), writer.bytes, manifest.sha256,
                                            manifest.rows)
-            if not self._matches(data_key, manifest):
+            if not batch.stored_matches(store, data_key, manifest):
                 raise BatchError(f"{store.display(data_key)} in the store differs from what was written; "
                                  "check the object store")
             return manifest
@@ -301,7 +301,7 @@ class Runner:
             result = self._loader().load(table, manifest.column_names, batch.read_verified(store, data_key, manifest),
                                          lambda: manifest, advance=advance, where=where)
         except LoadRejected as exc:
-            if self._matches(data_key, manifest):
+            if batch.stored_matches(store, data_key, manifest):
                 # The file is intact: the warehouse refused its content. Keep it for a retry once fixed.
                 self.ctx.control.mark_failed(manifest.run_id, self._safe(str(exc)))
                 raise
@@ -314,14 +314,6 @@ class Runner:
         crash_point("committed")
         self._move(table, manifest_key, data_key, batch.processed_dir(table.name))
         return result
-
-    def _matches(self, data_key: str, manifest: Manifest) -> bool:
-        try:
-            for _ in batch.read_verified(self.ctx.store, data_key, manifest):
-                pass
-        except BatchError:
-            return False
-        return True
 
     def _refuse(self, table: TableConfig, manifest_key: str, data_key: str | None, why: str) -> None:
         """Move a batch to failed/ and mark its run failed; the watermark stays."""

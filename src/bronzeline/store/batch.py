@@ -209,6 +209,17 @@ def read_verified(store: ObjectStore, key: str, manifest: Manifest) -> Iterator[
         raise BatchError(f"{store.display(key)} does not match the sha256 in its manifest")
 
 
+def stored_matches(store: ObjectStore, key: str, manifest: Manifest) -> bool:
+    """Does the stored file have the manifest's size and sha256? (No decompression needed.)"""
+    digest = hashlib.sha256()
+    size = 0
+    with store.open_read(key) as handle:
+        while chunk := handle.read(_CHUNK * 4):
+            digest.update(chunk)
+            size += len(chunk)
+    return size == manifest.bytes and digest.hexdigest() == manifest.sha256
+
+
 def write_manifest(store: ObjectStore, key: str, manifest: Manifest) -> None:
     with store.open_write(key) as handle:
         handle.write(manifest.to_json())
