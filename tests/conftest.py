@@ -53,14 +53,8 @@ def new_database(pg_admin_dsn: str) -> Iterator[object]:
 @pytest.fixture
 def pipeline(pg_admin_dsn: str, tmp_path: Any, new_database: Any) -> Iterator[Any]:
     """A source and a warehouse database with non-superuser logins (see tests/integration/pipeline.py)."""
-    from tests.integration.pipeline import make_pipeline
+    from tests.integration.pipeline import drop_pipeline, make_pipeline
 
     pipe, roles = make_pipeline(pg_admin_dsn, tmp_path, new_database)
     yield pipe
-    for dsn in (pipe.source_admin, pipe.warehouse_admin):
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            for role in roles:
-                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        for role in roles:
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    drop_pipeline(pg_admin_dsn, pipe, roles)

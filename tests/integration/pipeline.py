@@ -135,3 +135,14 @@ def make_pipeline(admin_dsn: str, tmp: Path, new_database: Any, *, stats: bool =
         warehouse_dsn=dsn_for(wh_db, user=owner, password=password),
         source_admin=src_db, warehouse_admin=wh_db, password=password)
     return pipe, [reader, owner]
+
+
+def drop_pipeline(admin_dsn: str, pipe: Pipeline, roles: list[str]) -> None:
+    """Drop what the logins own in both databases, then the logins."""
+    for dsn in (pipe.source_admin, pipe.warehouse_admin):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for role in roles:
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        for role in roles:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.conftest import dsn_for
-from tests.integration.pipeline import Pipeline, make_pipeline, table_digest
+from tests.integration.pipeline import Pipeline, drop_pipeline, make_pipeline, table_digest
 
 SECRET = f"Sx{uuid.uuid4().hex}"
 UNREACHABLE = f"host=127.0.0.1 port=1 dbname=nothing user=nobody password={SECRET} connect_timeout=5"
@@ -312,13 +312,7 @@ def nostats_pipeline(pg_admin_dsn: str, tmp_path: Path, new_database: Any) -> It
     """Like `pipeline`, but the source login is not granted pg_read_all_stats."""
     pipe, roles = make_pipeline(pg_admin_dsn, tmp_path, new_database, stats=False)
     yield pipe
-    for dsn in (pipe.source_admin, pipe.warehouse_admin):
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            for role in roles:
-                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        for role in roles:
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+    drop_pipeline(pg_admin_dsn, pipe, roles)
 
 
 def test_source_login_without_pg_read_all_stats(nostats_pipeline: Pipeline) -> None:

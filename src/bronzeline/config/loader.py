@@ -143,12 +143,4 @@ def _readable_loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
         key = "from" if part == "from_" else part
         parts.append(key)
         node = node.get(key) if isinstance(node, dict) else None
-    text = ""
-    for p in parts:
-        if isinstance(p, int):
-            text += f"[{p}]"
-        elif p.startswith("["):
-            text += p
-        else:
-            text += f".{p}" if text else p
-    return text or "(top level)"
+    return key_path(tuple(parts))
