@@ -44,6 +44,7 @@ CREATE TABLE tracksolid.position_history (
     recorded_at timestamptz NOT NULL DEFAULT now(),
     lat double precision, lng double precision, speed real, heading smallint, ignition boolean,
     source text, geom geometry(Point, 4326));
+CREATE INDEX ON tracksolid.position_history (recorded_at);  -- the watermark is indexed, as verify asks
 """
 
 FILL = """

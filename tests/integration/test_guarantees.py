@@ -159,3 +159,30 @@ def test_a_locked_table_is_skipped_not_failed(pipeline: Pipeline) -> None:
         with pipeline.wh() as conn:
             assert conn.execute("SELECT count(*) FROM dwh_control.extract_runs "
                                 "WHERE table_name = 'position_history'").fetchone() == (0,)
+
+
+def test_readers_are_never_blocked_and_never_see_a_half_load(pipeline: Pipeline) -> None:
+    setup(pipeline, rows=2000)
+    pipeline.write_config(pipeline.tables_yaml, extra_yaml="warehouse: {lock_timeout: 3s}\n")
+    pipeline.cli("migrate", check=True)
+    # A reader holds the (empty) bronze tables open in a transaction across the first load.
+    with psycopg.connect(pipeline.warehouse_admin) as reader:
+        assert reader.execute("SELECT count(*) FROM bronze.position_history").fetchone() == (0,)
+        assert reader.execute("SELECT count(*) FROM bronze.devices").fetchone() == (0,)
+        started = time.monotonic()
+        pipeline.cli("run", check=True)
+        assert time.monotonic() - started < 3  # not blocked by the reader
+        # read committed: the reader now sees the whole load, not part of it
+        assert reader.execute("SELECT count(*) FROM bronze.position_history").fetchone() == (2000,)
+        with pipeline.src() as conn:
+            conn.execute("UPDATE tracksolid.devices SET plate = plate || 'x'")
+            conn.execute("DELETE FROM tracksolid.devices WHERE imei > '353549000000070'")
+        reader.commit()
+        reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        before = reader.execute("SELECT count(*), min(plate) FROM bronze.devices").fetchone()
+        pipeline.cli("run", "devices", check=True)  # the snapshot load runs while the reader reads
+        assert reader.execute("SELECT count(*), min(plate) FROM bronze.devices").fetchone() == before
+        reader.commit()
+        after = reader.execute("SELECT count(*), bool_and(plate LIKE '%x') FROM bronze.devices").fetchone()
+        assert after == (71, True)
+    assert_parity(pipeline)
