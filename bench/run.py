@@ -93,7 +93,8 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path | None = None, shell: 
     out = proc.stdout.read().decode() if proc.stdout else ""
     err = proc.stderr.read().decode() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {argv}\n{out}\n{err}")
+        shown = " ".join(a if "://" not in a else "<url>" for a in argv)  # URLs carry passwords
+        raise SystemExit(f"failed: {shown}\n{out[-2000:]}\n{err[-4000:]}")
     return wall, usage.ru_maxrss / 1024
 
 
@@ -149,6 +150,55 @@ def bench_pipe(src: str, wh: str, rows: int, with_pk: bool) -> float:
     return wall
 
 
+DLT_SCRIPT = """
+import sys, dlt
+from dlt.sources.sql_database import sql_table
+src_url, wh_url, workdir, mode = sys.argv[1:5]
+table = sql_table(credentials=src_url, schema="tracksolid", table="position_history", backend="pyarrow",
+                  incremental=dlt.sources.incremental("recorded_at"))
+pipeline = dlt.pipeline(pipeline_name="bench", destination=dlt.destinations.postgres(wh_url),
+                        dataset_name="dlt_bench", pipelines_dir=workdir)
+info = pipeline.run(table, write_disposition="merge", primary_key="id")
+"""
+
+
+def url_of(dsn: str) -> str:
+    p = conninfo_to_dict(dsn)
+    return f"postgresql://{p.get('user')}:{p.get('password', '')}@{p.get('host')}:{p.get('port', 5432)}/{p['dbname']}"
+
+
+def bench_peers(args: argparse.Namespace, src: str, wh: str, results: dict[str, Result], tmp: Path) -> None:
+    """dlt (pyarrow backend, merge on id, incremental on recorded_at) and Sling, when installed."""
+    runs: list[tuple[str, list[str], dict[str, str]]] = []
+    if args.dlt_python:
+        script = tmp / "dlt_bench.py"
+        script.write_text(DLT_SCRIPT)
+        runs.append(("dlt 1.x (pyarrow, merge)",
+                     [args.dlt_python, str(script), url_of(src), url_of(wh), str(tmp / "dlt")], {}))
+    if args.sling:
+        runs.append(("Sling (incremental, pk id)",
+                     [args.sling, "run", "--src-conn", "SRC", "--src-stream", "tracksolid.position_history",
+                      "--tgt-conn", "TGT", "--tgt-object", "sling_bench.position_history", "--mode", "incremental",
+                      "--primary-key", "id", "--update-key", "recorded_at"],
+                     {"SRC": url_of(src) + "?sslmode=disable", "TGT": url_of(wh) + "?sslmode=disable"}))
+    for name, argv, extra in runs:
+        full, incr = Result(f"{name} full", args.rows), Result(f"{name} incremental", args.increment)
+        for _ in range(args.repeat):
+            with psycopg.connect(wh, autocommit=True) as conn:
+                conn.execute("DROP SCHEMA IF EXISTS dlt_bench CASCADE; DROP SCHEMA IF EXISTS dlt_bench_staging CASCADE;"
+                             " DROP SCHEMA IF EXISTS sling_bench CASCADE; CREATE SCHEMA sling_bench")
+            shutil.rmtree(tmp / "dlt", ignore_errors=True)
+            env = {**os.environ, **extra}
+            full.seconds.append(timed([*argv, "full"] if "dlt" in name else argv, env, cwd=tmp)[0])
+            with psycopg.connect(src, autocommit=True) as conn:
+                last = conn.execute("SELECT max(id) FROM tracksolid.position_history").fetchone()
+            first = int(last[0]) + 1 if last and last[0] else 1
+            fill(src, first, first + args.increment - 1)
+            incr.seconds.append(timed([*argv, "incr"] if "dlt" in name else argv, env, cwd=tmp)[0])
+            print(f"  {name}: full {full.seconds[-1]:.2f}s, incr {incr.seconds[-1]:.2f}s", flush=True)
+        results[full.name], results[incr.name] = full, incr
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dsn", default=os.environ.get("BRONZELINE_BENCH_DSN") or os.environ.get("BRONZELINE_TEST_PG"),
@@ -158,6 +208,8 @@ def main() -> None:
     parser.add_argument("--increment", type=int, default=10_000)
     parser.add_argument("--small-tables", type=int, default=50)
     parser.add_argument("--skip-small", action="store_true")
+    parser.add_argument("--dlt-python", help="a python with dlt[postgres,sql_database] installed (see PEERS.md)")
+    parser.add_argument("--sling", help="the sling binary (pip install sling-linux-amd64==1.4.11)")
     args = parser.parse_args()
     if not args.dsn:
         raise SystemExit("pass --dsn (or set BRONZELINE_BENCH_DSN)")
@@ -194,6 +246,7 @@ def main() -> None:
             results["bronzeline incremental"].rss_mb.append(rss)
             print(f"  round {i + 1}: full {results['bronzeline full'].seconds[-1]:.2f}s, "
                   f"pipe {results['pipe (text, no key)'].seconds[-1]:.2f}s, incr {wall:.2f}s", flush=True)
+        bench_peers(args, src, wh, results, tmp)
         startup = min(timed([sys.executable, "-m", "bronzeline.cli", "--version"], env)[0] for _ in range(3))
         if not args.skip_small:
             small = small_tables(src, wh, tmp, env, args.small_tables, args.repeat)
@@ -242,7 +295,7 @@ def report(results: dict[str, Result], startup: float, small_count: int) -> None
     for r in results.values():
         rate = r.rows / r.median
         rss = f"{max(r.rss_mb):.0f} MB" if r.rss_mb else ""
-        ratio = f"{rate / pipe_rate:.2f}" if "tables" not in r.name and "incremental" not in r.name else ""
+        ratio = f"{rate / pipe_rate:.2f}" if "full" in r.name or "pipe" in r.name else ""
         print(f"{r.name:34} {r.rows:>10,} {r.best:>8.2f} {r.median:>9.2f} {rate:>11,.0f} {ratio:>7} {rss:>9}")
     print(f"\nprocess start (bronzeline --version): {startup * 1000:.0f} ms")
     for r in results.values():
