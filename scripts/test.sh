@@ -18,6 +18,14 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
 
+# Headless Chromium for the status-page test (tests/integration/test_serve.py), from the distribution.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "installing chromium from the distribution" >&2
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >&2
+fi
+
 cluster="${TMPDIR:-/tmp}/bronzeline-pgtest-${BRONZELINE_TEST_PORT:-54329}"
 port=${BRONZELINE_TEST_PORT:-54329}
 export BRONZELINE_TEST_PG

@@ -6,6 +6,7 @@ import json
 import sys
 import traceback
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from bronzeline.errors import BronzelineError
 from bronzeline.observe.status import table_status
 from bronzeline.provision import migrate as run_migrate
 from bronzeline.redact import redact
+from bronzeline.retry import run_tables
 from bronzeline.runner import Runner, TableOutcome, parse_timestamp
 from bronzeline.runner import backfill as run_backfill
 from bronzeline.runner import reseed as run_reseed
@@ -156,10 +158,10 @@ def run(state: State, tables: tuple[str, ...]) -> None:
         progress = ExtractProgress() if err.is_terminal else None
         runner = Runner(ctx, _event, progress, debug=state.debug)
         if progress is None:
-            outcomes = runner.run(list(tables) or None)
+            outcomes = run_tables(runner, list(tables) or None)
         else:
             with progress.bars:
-                outcomes = runner.run(list(tables) or None)
+                outcomes = run_tables(runner, list(tables) or None)
     if _print_outcomes(outcomes):
         sys.exit(1)
 
@@ -235,24 +237,34 @@ def reseed(state: State, table: str) -> None:
 @click.argument("table", required=False)
 @click.option("--limit", default=20, show_default=True, help="how many runs")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.option("--failed", is_flag=True, help="only failed runs (and attempts)")
 @guarded
-def runs(state: State, table: str | None, limit: int, as_json: bool) -> None:
-    """Recent run history: status, attempts, rows, errors."""
+def runs(state: State, table: str | None, limit: int, as_json: bool, failed: bool) -> None:
+    """Recent run history: status, attempts, rows, errors (failed runs' errors in full below the table)."""
     if table:
         state.config.table(table)
     with Context(state.config) as ctx:
-        rows = ctx.control.recent_runs(table, limit)
+        rows = ctx.control.recent_runs(table, limit if not failed else limit * 20)
+    if failed:
+        rows = [r for r in rows if r["status"] == "failed"][:limit]
     if as_json:
         click.echo(json.dumps({"runs": rows}, indent=2, default=lambda v: v.isoformat()))
         return
     grid = Table()
-    for col in ("run", "table", "status", "started", "window end", "extracted", "loaded", "skipped", "error"):
+    for col in ("run", "table", "status", "try", "started", "window end", "extracted", "loaded", "skipped", "error"):
         grid.add_column(col)
     for r in rows:
-        grid.add_row(str(r["run_id"]), r["table_name"], r["status"], _short(_iso(r["run_started_at"])),
-                     _short(_iso(r["window_end"])), _num(r["rows_extracted"]), _num(r["rows_loaded"]),
-                     _num(r["rows_skipped"]), (r["error_message"] or "")[:80])
+        status = f"[red]{r['status']}[/red]" if r["status"] == "failed" else r["status"]
+        grid.add_row(str(r["run_id"]), r["table_name"], status, str(r.get("attempts") or 1),
+                     _short(_iso(r["run_started_at"])), _short(_iso(r["window_end"])), _num(r["rows_extracted"]),
+                     _num(r["rows_loaded"]), _num(r["rows_skipped"]),
+                     (r["error_message"] or "")[:60].replace("[", r"\["))
     out.print(grid)
+    for r in (r for r in rows if r["status"] == "failed" and r["error_message"]):
+        start = _iso(r["window_start"]) or "-infinity"
+        window = f", window ({start}, {_iso(r['window_end'])}]" if r["window_end"] else ""
+        out.print(f"run {r['run_id']} ({r['table_name']}, attempt {r.get('attempts') or 1}, started "
+                  f"{_iso(r['run_started_at'])}{window}) failed: {r['error_message']}", markup=False)
 
 
 def _iso(value: Any) -> str | None:
@@ -306,6 +318,168 @@ DEMO_QUERIES = (
 def _demo_run(outcomes: list[TableOutcome]) -> None:
     if _print_outcomes(outcomes):
         raise BronzelineError("the demo run failed (see above)")
+
+
+_RESULT_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": "dim"}
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.option("--stage", "stages", multiple=True, type=click.Choice(["pre-deploy", "first-run", "steady"]),
+              help="only these stages (repeatable; default all)")
+@click.option("--cadence", metavar="INTERVAL", help="expected time between runs, e.g. '3h' (default: from the cron)")
+@guarded
+def verify(state: State, as_json: bool, stages: tuple[str, ...], cadence: str | None) -> None:
+    """Every verification gate, pass/fail with the numbers behind it; exit 1 if any fails."""
+    from bronzeline.config.models import parse_interval
+    from bronzeline.observe.verify import STAGES
+    from bronzeline.observe.verify import verify as run_verify
+
+    try:
+        every = parse_interval(cadence) if cadence else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cadence") from None
+    with Context(state.config) as ctx:
+        report = run_verify(ctx, stages or STAGES, every)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        grid = Table(title=f"bronzeline verify — {state.config.project}")
+        for col in ("stage", "gate", "subject", "result", "detail"):
+            grid.add_column(col, overflow="fold")
+        for g in report.gates:
+            style = _RESULT_STYLE[g.status]
+            grid.add_row(g.stage, g.gate, g.subject, f"[{style}]{g.status.upper()}[/{style}]",
+                         g.detail.replace("[", r"\["))
+        out.print(grid)
+        counts = report.summary()
+        out.print(f"verify: {counts['pass']} passed, {counts['fail']} failed, {counts['warn']} warnings, "
+                  f"{counts['skip']} skipped", markup=False)
+    if not report.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("tables", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@guarded
+def drift(state: State, tables: tuple[str, ...], as_json: bool) -> None:
+    """Source vs bronze: added, removed, retyped columns, typmods, units; what to do. Exit 1 on drift."""
+    from bronzeline.observe.drift import drift as run_drift
+
+    for name in tables:
+        state.config.table(name)
+    with Context(state.config) as ctx:
+        report = run_drift(ctx, list(tables) or None)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        grid = Table(title=f"bronzeline drift — {state.config.project}")
+        for col in ("table", "change", "column", "source", "bronze", "what to do"):
+            grid.add_column(col, overflow="fold")
+        for t in report.tables:
+            if not t.changes:
+                style = "green" if t.status == "ok" else "bold red"
+                grid.add_row(t.table, f"[{style}]{t.status}[/{style}]", "", "", "", t.message.replace("[", r"\["))
+            for c in t.changes:
+                grid.add_row(t.table, f"[yellow]{c.kind}[/yellow]", c.column, c.source_type or "—",
+                             c.bronze_type or "—", c.action.replace("[", r"\["))
+        out.print(grid)
+        differ = sum(t.status in {"drift", "missing"} for t in report.tables)
+        unknown = sum(t.status == "error" for t in report.tables)
+        total = len(report.tables)
+        line = f"drift: {differ} of {total} table(s) differ from their source" if differ else (
+            f"drift: none ({total} table(s) agree with their source)" if not unknown else "drift: none found")
+        out.print(line + (f"; {unknown} could not be compared" if unknown else ""), markup=False)
+    if report.drifted:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (loopback by default)")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="port to listen on")
+@click.option("--connection", metavar="NAME",
+              help="read the warehouse through this connection (e.g. one whose login is the read-only role)")
+@click.option("--role", metavar="ROLE", help="role to SET after connecting (default: warehouse.roles.readonly)")
+@guarded
+def serve(state: State, host: str, port: int, connection: str | None, role: str | None) -> None:
+    """Serve /healthz, /api/status, /metrics and the status page at /. Read-only."""
+    from bronzeline.observe.server import Reader
+    from bronzeline.observe.server import serve as run_server
+
+    def started(url: str, reader: Reader) -> None:
+        for note in reader.notes:
+            err.print(f"warning: {note}", markup=False)
+        who = f" as {reader.acting_as}" if reader.acting_as else " (the warehouse is not answering yet)"
+        err.print(f"serving {url} read-only{who}; /healthz /metrics /api/status; Ctrl-C stops", markup=False)
+        if host not in {"127.0.0.1", "localhost", "::1"}:
+            err.print(f"warning: listening on {host}: the page and /metrics have no authentication", markup=False)
+
+    run_server(state.config, host, port, connection=connection, role=role, on_start=started)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="run the tables that are due now, then exit (for cron-driven setups)")
+@guarded
+def schedule(state: State, once: bool) -> None:
+    """Run the tables on schedule.cron (or tables[].cron) in the config's timezone; SIGTERM stops cleanly."""
+    import signal
+
+    from bronzeline.schedule import Scheduler, table_crons
+
+    config = state.config
+    secrets = config.secrets()
+
+    def log(message: str) -> None:
+        stamp = datetime.now(config.tz).isoformat(timespec="seconds")
+        err.print(f"{stamp} {redact(message, secrets)}", markup=False, highlight=False)
+
+    scheduler = Scheduler(config, log)
+    if not once:
+        table_crons(config)  # every table needs a cron: say so before starting
+
+    def on_signal(signum: int, frame: object) -> None:
+        if scheduler.stopping.is_set():
+            raise KeyboardInterrupt  # a second signal: stop now; the next run completes what is left
+        log(f"{signal.Signals(signum).name}: stopping after the current table (send it again to stop now)")
+        scheduler.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if once:
+        outcomes = scheduler.run_once()
+        if any(o.status == "failed" for o in outcomes):
+            sys.exit(1)
+        return
+    scheduler.run_forever()
+
+
+@cli.command()
+@click.option("--dry-run", is_flag=True, help="list what would be deleted, delete nothing")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@guarded
+def prune(state: State, dry_run: bool, as_json: bool) -> None:
+    """Apply blob.retention to processed/ and failed/; never deletes a batch whose rows are not loaded."""
+    from bronzeline.prune import prune as run_prune
+
+    retention = state.config.blob.retention
+    if retention.processed_days is None and retention.failed_days is None:
+        err.print("blob.retention sets neither processed_days nor failed_days: nothing to prune", markup=False)
+    with Context(state.config) as ctx:
+        report = run_prune(ctx, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for item in report.items:
+        if item.action == "delete":
+            for name in item.files:
+                out.print(f"{verb} {name} ({item.why})", markup=False)
+        elif "less than" not in item.why:
+            out.print(f"kept {item.folder}/{item.table} run {item.run_id}: {item.why}", markup=False)
+    files = sum(len(i.files) for i in report.deleted)
+    size = sum(i.bytes for i in report.deleted)
+    out.print(f"prune: {verb} {files} file(s), {size / 1e6:,.1f} MB; kept {len(report.kept)} batch(es)", markup=False)
 
 
 def main() -> None:

@@ -36,3 +36,19 @@ class MigrationError(WarehouseError):
 
 class LockBusy(BronzelineError):
     """Another run holds the table's lock; the table is skipped, not failed."""
+
+
+def detached(exc: BaseException) -> BaseException:
+    """`exc` with the tracebacks along its chain dropped, to be kept after the `except` block (retry.py
+    classifies it) without keeping the failed run's frames alive: their generators, open uploads and
+    COPY streams are then closed at once, as they would be without it."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        cur = todo.pop()
+        if cur is None or id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        cur.__traceback__ = None
+        todo += [cur.__cause__, cur.__context__]
+    return exc

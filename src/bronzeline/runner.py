@@ -16,7 +16,7 @@ import psycopg
 
 from bronzeline.config.models import Config, TableConfig
 from bronzeline.context import Context
-from bronzeline.errors import BatchError, BronzelineError, LockBusy, SourceError, WarehouseError
+from bronzeline.errors import BatchError, BronzelineError, LockBusy, SourceError, WarehouseError, detached
 from bronzeline.faults import crash_point
 from bronzeline.redact import redact
 from bronzeline.sources.base import Bound, Column, Window
@@ -45,6 +45,8 @@ class TableOutcome:
     message: str = ""
     files: list[str] = field(default_factory=list)
     current_run: int | None = None  # the run under way, marked failed if the table fails
+    error: BaseException | None = None  # why it failed, for retry.classify
+    attempts: int = 1  # how many attempts retry.Retrier made
 
     def add(self, run_id: int, result: LoadResult, path: str) -> None:
         self.runs.append(run_id)
@@ -63,13 +65,16 @@ class Runner:
         self.on_event = on_event or (lambda table, msg: None)
         self.on_progress = on_progress
         self.debug = debug
+        self.attempt = 1  # set by retry.Retrier; recorded in the run row
         self._next_progress = _PROGRESS_EVERY
 
     # ---------------------------------------------------------------- public
-    def run(self, names: list[str] | None = None) -> list[TableOutcome]:
+    def run(self, names: list[str] | None = None,
+            run_table: Callable[[TableConfig], TableOutcome] | None = None) -> list[TableOutcome]:
+        """Each table once; `run_table` (e.g. retry.Retrier.run_table) replaces self.run_table."""
         tables = [self.config.table(n) for n in names] if names else list(self.config.tables)
         migrations.require_current(self.ctx.warehouse, self.config.warehouse.control_schema)
-        return [self.run_table(t) for t in tables]
+        return [(run_table or self.run_table)(t) for t in tables]
 
     def run_table(self, table: TableConfig, window: Window | None = None) -> TableOutcome:
         """One run of `table`. With `window`, run exactly that window and leave the watermark."""
@@ -87,10 +92,10 @@ class Runner:
             self._load_pending(table, outcome)
             self._extract_and_load(table, outcome, window)
         except BronzelineError as exc:
-            outcome.status, outcome.message = "failed", self._safe(str(exc))
+            outcome.status, outcome.message, outcome.error = "failed", self._safe(str(exc)), detached(exc)
             self._fail_run(outcome.current_run, outcome.message)
         except psycopg.Error as exc:
-            outcome.status = "failed"
+            outcome.status, outcome.error = "failed", detached(exc)
             outcome.message = self._safe(f"{table.name}: database error: {str(exc).strip()}")
             self._fail_run(outcome.current_run, outcome.message)
         except Exception as exc:  # a bug: record it, keep the other tables going
@@ -98,6 +103,7 @@ class Runner:
             outcome.message = self._safe(f"{table.name}: internal error: {type(exc).__name__}: {exc}")
             if self.debug:
                 outcome.message += "\n" + traceback.format_exc()
+            outcome.error = detached(exc)
             self._fail_run(outcome.current_run, outcome.message)
         finally:
             if outcome.status == "failed":
@@ -113,8 +119,8 @@ class Runner:
     def _unlock(self, table: TableConfig) -> None:
         try:
             self.ctx.control.unlock(table.name)
-        except psycopg.Error:
-            pass  # the connection is gone, and with it the lock
+        except (psycopg.Error, BronzelineError):
+            pass  # the connection is gone, and with it the lock (WarehouseError: it cannot be reopened)
 
     def _fail_run(self, run_id: int | None, message: str) -> None:
         if run_id is None:
@@ -212,7 +218,7 @@ class Runner:
         run_id = control.start_run(
             table.name, table.mode, window.start, window.end,
             bound.source_clock if bound else None, bound.oldest_xact_start if bound else None,
-            bound.holdback.total_seconds() if bound else None)
+            bound.holdback.total_seconds() if bound else None, attempts=self.attempt)
         outcome.current_run = run_id  # from here on, a failure marks this run failed
         self._extract_and_load_batch(table, columns, window, bound, run_id, advance, outcome)
         outcome.current_run = None

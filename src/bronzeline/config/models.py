@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bronzeline.errors import ConfigError
@@ -55,12 +56,13 @@ class RetentionConfig(Strict):
 class BlobConfig(Strict):
     url: str
     compression: Literal["gzip", "none"] = "gzip"
-    compression_level: int = Field(default=1, ge=1, le=9)
+    compression_level: int = Field(default=1, ge=0, le=9)
     retention: RetentionConfig = RetentionConfig()
     endpoint_url: str | None = None
     region: str | None = None
     access_key_id: str | None = None
     secret_access_key: str | None = None
+    require_tls: bool = Field(default=True, description="refuse an http:// S3 endpoint that is not on loopback")
 
     @field_validator("url")
     @classmethod
@@ -104,6 +106,7 @@ class TableConfig(Strict):
     geometry_format: Literal["ewkb", "ewkt"] = "ewkb"
     schema_evolution: Literal["none", "add_columns"] = "none"
     cron: str | None = None
+    timeout: str | None = Field(default=None, description="whole-run timeout for the table, e.g. '2h' (all attempts)")
 
     @field_validator("name")
     @classmethod
@@ -117,7 +120,7 @@ class TableConfig(Strict):
     def _cron(cls, value: str | None) -> str | None:
         return check_cron(value)
 
-    @field_validator("lookback")
+    @field_validator("lookback", "timeout")
     @classmethod
     def _lookback(cls, value: str | None) -> str | None:
         if value is not None:
@@ -142,6 +145,10 @@ class TableConfig(Strict):
         return parse_interval(self.lookback) if self.lookback else None
 
     @property
+    def timeout_interval(self) -> timedelta | None:
+        return parse_interval(self.timeout) if self.timeout else None
+
+    @property
     def source_relation(self) -> tuple[str, str] | None:
         """(schema, table) of a `from:` table; schema defaults to public."""
         if self.from_ is None:
@@ -155,9 +162,18 @@ class TableConfig(Strict):
 
 
 def check_cron(value: str | None) -> str | None:
-    if value is not None and len(value.split()) != 5:
+    """Five fields (minute hour day month weekday), or six with seconds last (croniter's convention)."""
+    if value is not None and (len(value.split()) not in (5, 6) or not croniter.is_valid(value)):
         raise ValueError(f"{value!r} is not a cron expression; write five fields, e.g. '0 5,8,11 * * *'")
     return value
+
+
+class RetriesConfig(Strict):
+    """Transient failures (connection lost, deadlock, lock timeout, object store 5xx) are retried."""
+
+    attempts: int = Field(default=3, ge=1, le=100, description="attempts per table run, the first included")
+    backoff_seconds: float = Field(default=2.0, ge=0, description="wait before the 2nd attempt; doubles after")
+    max_backoff_seconds: float = Field(default=60.0, ge=0, description="the longest wait between attempts")
 
 
 class ScheduleConfig(Strict):
@@ -177,6 +193,7 @@ class Config(Strict):
     warehouse: WarehouseConfig = WarehouseConfig()
     tables: list[TableConfig] = Field(default_factory=list)
     schedule: ScheduleConfig = ScheduleConfig()
+    retries: RetriesConfig = RetriesConfig()
     # Where the config file lives: relative paths are relative to it. Not a config key.
     base_dir: Path = Field(default=Path("."), exclude=True)
 

@@ -85,12 +85,13 @@ class Control:
     # -- the run ledger
     def start_run(self, table: str, mode: str, window_start: datetime | None, window_end: datetime | None,
                   source_clock: datetime | None, oldest_xact_start: datetime | None,
-                  holdback_seconds: float | None) -> int:
+                  holdback_seconds: float | None, attempts: int = 1) -> int:
         row = self.conn.execute(
             sql.SQL("INSERT INTO {} (table_name, mode, status, window_start, window_end, source_clock, "
-                    "oldest_xact_start, holdback_seconds) VALUES (%s, %s, 'extracting', %s, %s, %s, %s, %s) "
+                    "oldest_xact_start, holdback_seconds, attempts) "
+                    "VALUES (%s, %s, 'extracting', %s, %s, %s, %s, %s, %s) "
                     "RETURNING run_id").format(self._t("extract_runs")),
-            (table, mode, window_start, window_end, source_clock, oldest_xact_start, holdback_seconds),
+            (table, mode, window_start, window_end, source_clock, oldest_xact_start, holdback_seconds, attempts),
         ).fetchone()
         assert row is not None
         return int(row[0])
@@ -138,6 +139,31 @@ class Control:
                 sql.SQL("UPDATE {} SET status = 'failed', run_finished_at = clock_timestamp(), error_message = %s "
                         "WHERE run_id = ANY(%s) AND status IN ('extracting', 'uploaded')").format(
                     self._t("extract_runs")), (message, run_ids))
+
+    def record_failure(self, table: str, mode: str, attempts: int, message: str, started_at: datetime,
+                       finished_at: datetime) -> int:
+        """A failed attempt that failed before it had a run row (or whose row a later attempt loaded)."""
+        row = self.conn.execute(
+            sql.SQL("INSERT INTO {} (table_name, mode, status, run_started_at, run_finished_at, attempts, "
+                    "error_message) VALUES (%s, %s, 'failed', %s, %s, %s, %s) RETURNING run_id").format(
+                self._t("extract_runs")), (table, mode, started_at, finished_at, attempts, message[:4000])).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def runs_by_id(self, run_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """run_id -> its row (table_name, status, window_end, run_finished_at, …), for prune."""
+        with self.conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(sql.SQL("SELECT run_id, table_name, mode, status, window_start, window_end, run_started_at, "
+                                "run_finished_at FROM {} WHERE run_id = ANY(%s)").format(self._t("extract_runs")),
+                        (run_ids,))
+            return {int(r["run_id"]): r for r in cur.fetchall()}
+
+    def last_started(self, tables: list[str]) -> dict[str, datetime]:
+        """table -> when its latest run started, for the scheduler's catch-up."""
+        rows = self.conn.execute(
+            sql.SQL("SELECT table_name, max(run_started_at) FROM {} WHERE table_name = ANY(%s) "
+                    "GROUP BY table_name").format(self._t("extract_runs")), (tables,)).fetchall()
+        return {str(r[0]): r[1] for r in rows}
 
     def recent_runs(self, table: str | None, limit: int) -> list[dict[str, Any]]:
         where = sql.SQL("WHERE table_name = %s") if table else sql.SQL("")

@@ -1,0 +1,83 @@
+"""`/metrics`: the run ledger in Prometheus' text format, read afresh at every scrape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bronzeline import __version__
+from bronzeline.observe.facts import RUN_STATUSES
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+Facts = Callable[[], list[dict[str, Any]]]  # table_facts for one scrape; raises when the warehouse is down
+
+
+class LedgerCollector(Collector):
+    def __init__(self, project: str, facts: Facts) -> None:
+        self.project = project
+        self.facts = facts
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("bronzeline_info", "bronzeline's version and project", labels=["project", "version"])
+        info.add_metric([self.project, __version__], 1)
+        yield info
+        try:
+            rows = self.facts()
+            up = 1.0
+        except Exception:  # the warehouse is down: say so, and export nothing stale
+            rows, up = [], 0.0
+        yield GaugeMetricFamily("bronzeline_up", "1 when the warehouse answered this scrape", value=up)
+        yield from table_metrics(rows)
+
+
+def _gauge(name: str, doc: str, rows: list[dict[str, Any]], key: str) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, doc, labels=["table"])
+    for row in rows:
+        if row.get(key) is not None:
+            family.add_metric([row["table"]], float(row[key]))
+    return family
+
+
+def table_metrics(rows: list[dict[str, Any]]) -> Iterator[Metric]:
+    yield _gauge("bronzeline_seconds_since_last_load", "seconds since the table's last loaded run finished",
+                 rows, "seconds_since_load")
+    yield _gauge("bronzeline_watermark_lag_seconds", "age of the watermark (the source-clock bound of the last "
+                 "loaded window) for incremental tables; age of the last load for snapshots", rows, "lag_seconds")
+    yield _gauge("bronzeline_freshness_limit_seconds", "2 x the table's cadence: verify's freshness limit",
+                 rows, "cadence_limit")
+    inserted = CounterMetricFamily("bronzeline_rows_inserted", "rows inserted or updated by loaded runs",
+                                   labels=["table"])
+    skipped = CounterMetricFamily("bronzeline_rows_skipped", "rows skipped as already present by loaded runs",
+                                  labels=["table"])
+    for row in rows:
+        inserted.add_metric([row["table"]], float(row["rows_inserted_total"]))
+        skipped.add_metric([row["table"]], float(row["rows_skipped_total"]))
+    yield inserted
+    yield skipped
+    yield _gauge("bronzeline_last_run_rows_inserted", "rows inserted or updated by the last loaded run",
+                 rows, "rows_loaded_last_run")
+    yield _gauge("bronzeline_last_run_rows_skipped", "rows skipped by the last loaded run", rows,
+                 "rows_skipped_last_run")
+    runs = GaugeMetricFamily("bronzeline_runs", "runs in the ledger by status", labels=["table", "status"])
+    for row in rows:
+        for status in RUN_STATUSES:
+            runs.add_metric([row["table"], status], float(row["runs"][status]))
+    yield runs
+    yield _gauge("bronzeline_failed_runs_24h", "failed runs started in the last 24 hours", rows, "failures_24h")
+    yield _gauge("bronzeline_pending_files", "batch files waiting in exports/", rows, "pending_files")
+    yield _gauge("bronzeline_last_run_duration_seconds", "duration of the last loaded run", rows, "last_run_seconds")
+
+
+def render(project: str, facts: Facts) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LedgerCollector(project, lambda: [_with_limit(r) for r in facts()]))
+    return generate_latest(registry)
+
+
+def _with_limit(row: dict[str, Any]) -> dict[str, Any]:
+    cadence = row.get("cadence_seconds")
+    return {**row, "cadence_limit": 2 * cadence if cadence is not None else None}

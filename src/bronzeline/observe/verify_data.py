@@ -1,0 +1,211 @@
+"""The data gates of `verify`: first run (loaded, parity, geometry, files, accounting) and steady state
+(freshness, failures, growth). Each returns (status, detail, numbers); none writes anything."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from psycopg import sql
+
+from bronzeline.config.models import TableConfig
+from bronzeline.context import Context
+from bronzeline.observe.cadence import Cadence
+from bronzeline.observe.probe import TableProbe
+from bronzeline.store import batch
+
+Status = Literal["pass", "fail", "warn", "skip"]
+Result = tuple[Status, str, dict[str, Any]]
+GEOMETRY_SAMPLE = 200
+_SRID = re.compile(r",\s*(\d+)\)$")
+
+
+def _ctl(ctx: Context, name: str) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(ctx.config.warehouse.control_schema), sql.Identifier(name))
+
+
+def _ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+# ------------------------------------------------------------------------------------ first run
+def loaded_run(ctx: Context, table: TableConfig) -> Result:
+    row = ctx.warehouse.execute(sql.SQL(
+        "SELECT count(*) FILTER (WHERE status = 'loaded'), count(*), max(run_id) FILTER (WHERE status = 'loaded') "
+        "FROM {} WHERE table_name = %s").format(_ctl(ctx, "extract_runs")), (table.name,)).fetchone()
+    assert row is not None
+    loaded, total, last = int(row[0]), int(row[1]), row[2]
+    numbers = {"loaded_runs": loaded, "runs": total, "last_loaded_run": last}
+    if loaded:
+        return "pass", f"{loaded} loaded run(s) of {total}; last loaded run {last}", numbers
+    return "fail", f"no loaded run ({total} run(s) in the ledger); run `bronzeline run {table.name}`", numbers
+
+
+def parity(probe: TableProbe) -> Result:
+    table = probe.table
+    if table.mode == "snapshot":
+        last = probe.last_loaded_run()
+        if last is None:
+            return "skip", "no loaded snapshot yet", {}
+        bronze = probe.bronze_rows()
+        expected = int(last["rows_extracted"] or 0)
+        source_now = probe.source_rows()
+        numbers = {"source_rows_at_load": expected, "bronze_rows": bronze, "source_rows_now": source_now,
+                   "run_id": last["run_id"]}
+        if bronze == expected:
+            return "pass", f"bronze has the {bronze:,} rows the source had at load (run {last['run_id']})", numbers
+        return "fail", (f"bronze has {bronze:,} rows, the source had {expected:,} when run {last['run_id']} loaded "
+                        f"it; run `bronzeline run {table.name}` to reload the snapshot"), numbers
+    bound = probe.watermark()
+    if bound is None:
+        return "skip", "no watermark yet (nothing loaded)", {}
+    source = probe.source_rows(high=bound)
+    bronze = probe.bronze_rows(high=bound)
+    numbers = {"source_rows": source, "bronze_rows": bronze, "difference": bronze - source, "bound": bound.isoformat()}
+    if source == bronze:
+        return "pass", f"{source:,} rows on both sides up to the watermark {bound.isoformat()}", numbers
+    if bronze < source:
+        how = (f"bronze is missing {source - bronze:,} row(s) the source has up to the watermark; "
+               f"run `bronzeline backfill {table.name} --since <before the gap>` then `bronzeline run {table.name}`")
+    else:
+        how = (f"bronze has {bronze - source:,} row(s) more than the source up to the watermark (rows deleted at "
+               "the source stay in bronze for incremental tables, or rows were written to bronze by hand)")
+    return "fail", how, numbers
+
+
+def geometry(probe: TableProbe) -> Result:
+    table = probe.table
+    brz, src = probe.geometry_sample(GEOMETRY_SAMPLE)
+    nkey = len(table.key)
+    by_key = {tuple(row[:nkey]): row for row in src}
+    mismatched = srid_bad = invalid = invalid_src = missing = 0
+    for row in brz:
+        other = by_key.get(tuple(row[:nkey])) if nkey else None
+        if nkey and other is None:
+            missing += 1
+        for i, name in enumerate(table.geometry):
+            base = nkey + 3 * i
+            text, srid, valid = row[base:base + 3]
+            col = probe.column(name)
+            declared = _SRID.search(col.type) if col else None
+            if text is not None and declared and srid != int(declared.group(1)):
+                srid_bad += 1
+            if valid is False:
+                invalid += 1
+            if other is not None:
+                if other[base] != text:
+                    mismatched += 1
+                if other[base + 1] != srid:
+                    srid_bad += 1
+                if other[base + 2] is False:
+                    invalid_src += 1
+    numbers = {"sampled": len(brz), "compared": len(brz) - missing if nkey else 0, "mismatched": mismatched,
+               "srid_mismatched": srid_bad, "invalid": invalid, "invalid_at_source": invalid_src,
+               "missing_at_source": missing, "format": table.geometry_format}
+    if not brz:
+        return "skip", "bronze is empty: nothing to sample", numbers
+    if mismatched or srid_bad or invalid > invalid_src:
+        return "fail", (f"of {len(brz)} sampled rows: {mismatched} geometries differ from the source, {srid_bad} "
+                        f"SRIDs differ, {invalid} invalid ({invalid_src} invalid at the source); check "
+                        "geometry_format and the column's SRID, then `bronzeline reseed`"), numbers
+    same = "identical" if table.geometry_format == "ewkb" else "equal at 15 decimals"
+    note = f", {missing} no longer at the source" if missing else ""
+    return "pass", f"{numbers['compared']} sampled geometries {same} to the source, SRIDs kept{note}", numbers
+
+
+def exports_empty(ctx: Context, table: TableConfig) -> Result:
+    files = [k.rsplit("/", 1)[-1] for k in ctx.store.list(batch.exports_dir(table.name))]
+    numbers = {"files": len(files)}
+    if not files:
+        return "pass", "exports/ is empty", numbers
+    shown = ", ".join(files[:3]) + (" …" if len(files) > 3 else "")
+    return "fail", (f"{len(files)} file(s) left in exports/{table.name}/ ({shown}); `bronzeline run {table.name}` "
+                    "loads them (a batch that does not match its manifest moves to failed/)"), numbers
+
+
+def accounting(ctx: Context) -> Result:
+    runs = _ctl(ctx, "extract_runs")
+    counted = ctx.warehouse.execute(sql.SQL(
+        "SELECT count(*) FROM {} WHERE status = 'loaded' OR rows_loaded IS NOT NULL OR rows_skipped IS NOT NULL"
+    ).format(runs)).fetchone()
+    bad = ctx.warehouse.execute(sql.SQL(
+        "SELECT run_id, table_name, rows_extracted, rows_loaded, rows_skipped FROM {} "
+        "WHERE (status = 'loaded' OR rows_loaded IS NOT NULL OR rows_skipped IS NOT NULL) "
+        "AND rows_extracted IS DISTINCT FROM rows_loaded + rows_skipped ORDER BY run_id").format(runs)).fetchall()
+    numbers = {"runs_checked": int(counted[0]) if counted else 0, "mismatched": len(bad),
+               "mismatched_runs": [int(r[0]) for r in bad[:20]]}
+    if not bad:
+        return "pass", f"rows_extracted = rows_loaded + rows_skipped in all {numbers['runs_checked']} runs", numbers
+    first = bad[0]
+    return "fail", (f"{len(bad)} run(s) do not account for their rows, e.g. run {first[0]} ({first[1]}): extracted "
+                    f"{first[2]}, loaded {first[3]}, skipped {first[4]}; investigate, then `bronzeline backfill` "
+                    "the window"), numbers
+
+
+# --------------------------------------------------------------------------------- steady state
+def freshness(ctx: Context, table: TableConfig, cadence: Cadence) -> Result:
+    row = ctx.warehouse.execute(sql.SQL(
+        "SELECT extract(epoch FROM now() - (SELECT max(run_finished_at) FROM {runs} "
+        "  WHERE table_name = %s AND status = 'loaded')), "
+        "extract(epoch FROM now() - (SELECT last_extracted_at FROM {wm} WHERE table_name = %s))").format(
+        runs=_ctl(ctx, "extract_runs"), wm=_ctl(ctx, "extract_watermarks")), (table.name, table.name)).fetchone()
+    assert row is not None
+    age = float(row[0]) if row[0] is not None else None
+    lag = float(row[1]) if row[1] is not None and table.mode == "incremental" else None
+    limit = 2 * cadence.seconds
+    numbers = {"seconds_since_load": age, "watermark_lag_seconds": lag, "limit_seconds": limit,
+               "cadence_seconds": cadence.seconds, "cadence_from": cadence.origin}
+    if age is None:
+        return "fail", f"never loaded; run `bronzeline run {table.name}`", numbers
+    worst = max(age, lag or 0.0)
+    text = f"last load {_ago(age)} ago" + (f", watermark {_ago(lag)} old" if lag is not None else "")
+    if worst <= limit:
+        return "pass", f"{text}; limit {_ago(limit)} = 2 × cadence ({cadence.origin})", numbers
+    why = "" if age > limit else " (a long source transaction holds the bound back, or runs load no new window)"
+    return "fail", (f"{text}{why}: older than {_ago(limit)} = 2 × cadence ({cadence.origin}); check the "
+                    f"scheduler and `bronzeline runs {table.name}`"), numbers
+
+
+def failures_24h(ctx: Context, table: TableConfig) -> Result:
+    row = ctx.warehouse.execute(sql.SQL(
+        "SELECT count(*), (array_agg(error_message ORDER BY run_id DESC))[1], max(run_id) FROM {} "
+        "WHERE table_name = %s AND status = 'failed' AND run_started_at > now() - interval '24 hours'").format(
+        _ctl(ctx, "extract_runs")), (table.name,)).fetchone()
+    assert row is not None
+    count = int(row[0])
+    numbers = {"failed_runs": count, "last_failed_run": row[2]}
+    if not count:
+        return "pass", "no failed run in 24 h", numbers
+    error = (row[1] or "no message").splitlines()[0][:200]
+    return "fail", f"{count} failed run(s) in 24 h; last (run {row[2]}): {error}", numbers
+
+
+def growth(probe: TableProbe, cadence: Cadence) -> Result:
+    """Rows the source gained in the day before the freshness limit must all be in bronze by now."""
+    table = probe.table
+    grace = timedelta(seconds=2 * cadence.seconds)
+    if table.mode == "snapshot":
+        last = probe.last_loaded_run()
+        source, bronze = probe.source_rows(), probe.bronze_rows()
+        numbers: dict[str, Any] = {"source_rows": source, "bronze_rows": bronze}
+        finished = last["finished"] if last else None
+        now = probe.source_clock()
+        stale = finished is None or (isinstance(finished, datetime) and now - finished > grace)
+        if source > bronze and stale:
+            return "fail", (f"the source has {source - bronze:,} row(s) more than bronze and the last load is older "
+                            f"than {_ago(grace.total_seconds())}; run `bronzeline run {table.name}`"), numbers
+        return "pass", f"{bronze:,} rows in bronze, {source:,} at the source now", numbers
+    high = probe.source_clock(grace)
+    low = high - timedelta(days=1)
+    source, bronze = probe.source_rows(low, high), probe.bronze_rows(low, high)
+    numbers = {"source_rows": source, "bronze_rows": bronze, "window_start": low.isoformat(),
+               "window_end": high.isoformat()}
+    span = f"({low.isoformat(timespec='minutes')}, {high.isoformat(timespec='minutes')}]"
+    if bronze >= source:
+        return "pass", f"the source gained {source:,} row(s) in {span}; bronze has {bronze:,}", numbers
+    return "fail", (f"the source gained {source:,} row(s) in {span} but bronze has {bronze:,}: bronze is not "
+                    f"keeping up; check `bronzeline status` and `bronzeline runs {table.name}`"), numbers

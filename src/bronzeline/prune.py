@@ -1,0 +1,126 @@
+"""`bronzeline prune`: apply `blob.retention` to the batch files kept as the audit trail.
+
+- `processed/<table>/`: a batch is deleted once it is older than `processed_days`, counted from
+  when its run was loaded, and only if the run ledger says its run is `loaded`.
+- `failed/<table>/`: a refused batch is deleted once it is older than `failed_days`, counted from
+  when its run failed, and only once its rows are in bronze through a later loaded run: the table's
+  watermark has passed the end of its window (incremental), or a later snapshot is loaded.
+- `exports/` is never touched: those batches are still to be loaded.
+
+Anything else is kept, and said why: a run that is not in the ledger, a run that is not loaded,
+files that are not batch files. A batch's data file goes first, its manifest second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from bronzeline.config.models import TableConfig
+from bronzeline.context import Context
+from bronzeline.store import batch
+
+Action = Literal["delete", "keep"]
+
+
+@dataclass
+class Item:
+    folder: str
+    table: str
+    run_id: int
+    files: list[str]
+    bytes: int
+    action: Action
+    why: str
+
+
+@dataclass
+class PruneReport:
+    dry_run: bool
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def deleted(self) -> list[Item]:
+        return [i for i in self.items if i.action == "delete"]
+
+    @property
+    def kept(self) -> list[Item]:
+        return [i for i in self.items if i.action == "keep"]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "deleted_files": sum(len(i.files) for i in self.deleted),
+                "deleted_bytes": sum(i.bytes for i in self.deleted), "items": [asdict(i) for i in self.items]}
+
+
+def prune(ctx: Context, *, dry_run: bool = False, now: datetime | None = None) -> PruneReport:
+    """Delete (or, with dry_run, list) the batch files that `blob.retention` lets go."""
+    now = now or datetime.now(UTC)
+    retention = ctx.config.blob.retention
+    report = PruneReport(dry_run)
+    for table in ctx.config.tables:
+        for folder, days in (("processed", retention.processed_days), ("failed", retention.failed_days)):
+            if days is not None:
+                report.items += _prune_folder(ctx, table, folder, now - timedelta(days=days), days, dry_run)
+    return report
+
+
+def _prune_folder(ctx: Context, table: TableConfig, folder: str, cutoff: datetime, days: int,
+                  dry_run: bool) -> list[Item]:
+    store = ctx.store
+    prefix = f"{folder}/{table.name}"
+    stems: dict[str, list[str]] = {}
+    for key in store.list(prefix):
+        stem = batch.stem_of(key)
+        if stem is not None:  # foreign files are never touched
+            stems.setdefault(stem, []).append(key)
+    if not stems:
+        return []
+    control = ctx.control
+    runs = control.runs_by_id([batch.run_id_of(s) for s in stems])
+    mark = control.watermark(table.name).last_extracted_at if table.mode == "incremental" else None
+    last_loaded = _last_loaded_run(ctx, table) if folder == "failed" and table.mode == "snapshot" else None
+    items = []
+    for stem, keys in sorted(stems.items(), key=lambda kv: batch.run_id_of(kv[0])):
+        run_id = batch.run_id_of(stem)
+        run = runs.get(run_id)
+        # data file first, manifest last: an interrupted prune leaves a manifest, never a bare data file
+        keys = sorted(keys, key=lambda k: k.endswith(batch.MANIFEST_SUFFIX))
+        action, why = _decide(folder, run, cutoff, days, mark, last_loaded, run_id)
+        size = sum(store.size(k) for k in keys)
+        if action == "delete" and not dry_run:
+            for key in keys:
+                store.delete(key)
+        items.append(Item(folder, table.name, run_id, [store.display(k) for k in keys], size, action, why))
+    return items
+
+
+def _decide(folder: str, run: dict[str, Any] | None, cutoff: datetime, days: int, mark: datetime | None,
+            last_loaded: int | None, run_id: int) -> tuple[Action, str]:
+    if run is None:
+        return "keep", f"run {run_id} is not in the run ledger"
+    finished = run["run_finished_at"]
+    if folder == "processed":
+        if run["status"] != "loaded":
+            return "keep", f"run {run_id} is {run['status']}, not loaded"
+        if finished is None or finished > cutoff:
+            return "keep", f"loaded less than {days} day(s) ago"
+        return "delete", f"run {run_id} loaded {finished.isoformat()}, more than {days} day(s) ago"
+    if run["status"] != "failed":
+        return "keep", f"run {run_id} is {run['status']}"
+    if finished is None or finished > cutoff:
+        return "keep", f"failed less than {days} day(s) ago"
+    if run["mode"] == "incremental":
+        end = run["window_end"]
+        if end is None or mark is None or mark < end:
+            return "keep", f"its window has not been loaded since (the watermark is before {end})"
+        return "delete", f"run {run_id} failed {finished.isoformat()}; its window has been loaded since"
+    if last_loaded is None or last_loaded < run_id:
+        return "keep", "no snapshot has been loaded since"
+    return "delete", f"run {run_id} failed {finished.isoformat()}; snapshot run {last_loaded} loaded since"
+
+
+def _last_loaded_run(ctx: Context, table: TableConfig) -> int | None:
+    rows = ctx.control.recent_runs(table.name, 50)
+    loaded = [int(r["run_id"]) for r in rows if r["status"] == "loaded"]
+    return max(loaded) if loaded else None

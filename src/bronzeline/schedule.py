@@ -1,0 +1,160 @@
+"""`bronzeline schedule`: run the tables on their cron expressions, in the config's time zone.
+
+Each table runs on `tables[].cron`, else on `schedule.cron`. Tables run one after another in this
+process (never two runs of one table at once; other processes are kept out by the per-table lock),
+each with the config's retries and timeout. A slot missed while the scheduler was down, or while
+another table's run overran, is run once as soon as possible (the run ledger tells when each table
+last started); slots are never run twice. `stop()` (SIGTERM, SIGINT) lets the current table finish
+and starts nothing new.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import psycopg
+from croniter import croniter
+
+from bronzeline.config.models import Config, TableConfig
+from bronzeline.context import Context
+from bronzeline.errors import BronzelineError, ConfigError
+from bronzeline.retry import Note, Retrier
+from bronzeline.runner import Event, Runner, TableOutcome
+
+Log = Callable[[str], None]
+_MAX_SLEEP = 1.0  # wake at least this often to notice stop()
+
+
+def table_crons(config: Config, *, required: bool = True) -> dict[str, str | None]:
+    """table -> its cron expression (its own, else schedule.cron)."""
+    crons = {t.name: t.cron or config.schedule.cron for t in config.tables}
+    missing = [name for name, cron in crons.items() if cron is None]
+    if required and missing:
+        raise ConfigError(f"no schedule for {', '.join(missing)}: set schedule.cron (e.g. '0 5,8,11,14,17,20,23 * * *'"
+                          ") or tables[].cron; or call `bronzeline schedule --once` from your own cron")
+    return crons
+
+
+def next_fire(cron: str, after: datetime, tz: ZoneInfo) -> datetime:
+    """The first time strictly after `after` that `cron` (read in `tz`) fires."""
+    fire: datetime = croniter(cron, after.astimezone(tz)).get_next(datetime)
+    return fire
+
+
+def prev_fire(cron: str, at: datetime, tz: ZoneInfo) -> datetime:
+    """The latest time at or before `at` that `cron` fires."""
+    fire: datetime = croniter(cron, (at + timedelta(microseconds=1)).astimezone(tz)).get_prev(datetime)
+    return fire
+
+
+def due(config: Config, now: datetime, last_started: dict[str, datetime]) -> list[TableConfig]:
+    """Tables whose latest slot (at or before `now`) came after their latest run started. A table that
+    never ran is due; so is every table when there is no cron at all (cron-driven setups)."""
+    crons = table_crons(config, required=False)
+    found = []
+    for table in config.tables:
+        cron = crons[table.name]
+        last = last_started.get(table.name)
+        if cron is None or last is None or prev_fire(cron, now, config.tz) > last:
+            found.append(table)
+    return found
+
+
+def describe(outcome: TableOutcome) -> str:
+    """One line per table run, for the log."""
+    tries = f", attempt {outcome.attempts}" if outcome.attempts > 1 else ""
+    if outcome.status == "skipped":
+        return outcome.message
+    if outcome.status == "failed":
+        return f"{outcome.table}: failed{tries}: {outcome.message}"
+    deleted = f", {outcome.rows_deleted:,} deleted" if outcome.rows_deleted else ""
+    return (f"{outcome.table}: loaded {outcome.rows_loaded:,} of {outcome.rows_extracted:,} rows "
+            f"({outcome.rows_skipped:,} already present{deleted}) in {outcome.seconds:.2f}s{tries}")
+
+
+class Scheduler:
+    def __init__(self, config: Config, log: Log, on_event: Event | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        self.config = config
+        self.log = log
+        self.on_event = on_event or (lambda table, message: log(f"{table}: {message}"))
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.stopping = threading.Event()
+        self.notes: list[Note] = []  # failures the warehouse could not take yet
+        self.outcomes: list[TableOutcome] = []
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    # ------------------------------------------------------------------ one pass
+    def run_once(self) -> list[TableOutcome]:
+        """Run the tables that are due now (all of them when no cron is set), then return."""
+        now = self.clock()
+        try:
+            with Context(self.config) as ctx:
+                last = ctx.control.last_started([t.name for t in self.config.tables])
+        except (BronzelineError, psycopg.Error) as exc:
+            self.log(f"cannot read the run ledger ({_first_line(exc)}); running every table")
+            last = {}
+        tables = due(self.config, now, last)
+        if not tables:
+            self.log("nothing due")
+            return []
+        return self.run_tables(tables)
+
+    def run_tables(self, tables: list[TableConfig]) -> list[TableOutcome]:
+        """Each table once, with retries, one after another; stops between tables when asked to."""
+        outcomes: list[TableOutcome] = []
+        try:
+            with Context(self.config) as ctx:
+                runner = Runner(ctx, self.on_event)
+                retrier = Retrier(runner, self.config.retries, stop=self.stopping, notes=self.notes,
+                                  check_migrations=True)
+                for table in tables:
+                    if self.stopping.is_set():
+                        self.log(f"{table.name}: not started (stopping)")
+                        continue
+                    self.log(f"{table.name}: run started")
+                    outcome = retrier.run_table(table)
+                    outcomes.append(outcome)
+                    self.log(describe(outcome))
+                retrier.flush()
+        except Exception as exc:  # never let one pass end the scheduler
+            self.log(f"internal error: {type(exc).__name__}: {_first_line(exc)}\n{traceback.format_exc()}")
+        self.outcomes += outcomes
+        return outcomes
+
+    # ------------------------------------------------------------------ the loop
+    def run_forever(self) -> None:
+        crons = {k: v for k, v in table_crons(self.config).items() if v is not None}
+        tz = self.config.tz
+        for table in self.config.tables:
+            self.log(f"{table.name}: on '{crons[table.name]}' ({self.config.timezone}); next at "
+                     f"{next_fire(crons[table.name], self.clock(), tz).isoformat()}")
+        first = self.run_once()  # catch up slots missed while no scheduler ran
+        del first
+        upcoming = {name: next_fire(cron, self.clock(), tz) for name, cron in crons.items()}
+        while not self.stopping.is_set():
+            now = self.clock()
+            ready = [t for t in self.config.tables if upcoming[t.name] <= now]
+            if ready:
+                self.run_tables(ready)
+                after = self.clock()
+                for table in ready:  # slots missed while running are coalesced into the next one
+                    upcoming[table.name] = next_fire(crons[table.name], max(after, upcoming[table.name]), tz)
+                continue
+            wait = (min(upcoming.values()) - now).total_seconds()
+            self.stopping.wait(min(max(wait, 0.01), _MAX_SLEEP))
+        unrecorded = [n for n in self.notes if not n.recorded]
+        for note in unrecorded:
+            self.log(f"{note.table}: not in the run ledger (the warehouse was unreachable): {note.message}")
+        self.log("stopped")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
