@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import traceback
@@ -29,9 +30,9 @@ from bronzeline.config import Config, load_config
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError
 from bronzeline.observe.status import table_status
+from bronzeline.parallel import run_parallel
 from bronzeline.provision import migrate as run_migrate
 from bronzeline.redact import redact
-from bronzeline.retry import run_tables
 from bronzeline.runner import Runner, TableOutcome, parse_timestamp
 from bronzeline.runner import backfill as run_backfill
 from bronzeline.runner import reseed as run_reseed
@@ -148,20 +149,17 @@ def _print_outcomes(outcomes: list[TableOutcome]) -> int:
 
 @cli.command()
 @click.argument("tables", nargs=-1)
+@click.option("-j", "--workers", default=1, show_default=True, type=click.IntRange(1, 32),
+              help="tables run at once, each worker with its own connections")
 @guarded
-def run(state: State, tables: tuple[str, ...]) -> None:
+def run(state: State, tables: tuple[str, ...], workers: int) -> None:
     """Run each table (all by default): pending files, then a new window."""
     config = state.config
-    for name in tables:
-        config.table(name)
-    with Context(config) as ctx:
-        progress = ExtractProgress() if err.is_terminal else None
-        runner = Runner(ctx, _event, progress, debug=state.debug)
-        if progress is None:
-            outcomes = run_tables(runner, list(tables) or None)
-        else:
-            with progress.bars:
-                outcomes = run_tables(runner, list(tables) or None)
+    names = [config.table(name).name for name in tables] or None
+    progress = ExtractProgress() if err.is_terminal else None
+    with progress.bars if progress is not None else contextlib.nullcontext():
+        outcomes = run_parallel(config, names, workers=workers, on_event=_event, on_progress=progress,
+                                debug=state.debug)
     if _print_outcomes(outcomes):
         sys.exit(1)
 

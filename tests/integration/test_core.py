@@ -211,3 +211,19 @@ def test_on_conflict_update_never_puts_back_old_values(pipeline: Pipeline) -> No
     pipeline.cli("run", check=True)
     with pipeline.wh() as conn:
         assert conn.execute("SELECT distance_km::text FROM bronze.trips WHERE id = 3").fetchone() == ("99.999",)
+
+
+def test_workers_run_tables_at_once_with_the_same_result(pipeline: Pipeline) -> None:
+    setup(pipeline)
+    extra = "".join(f"  - name: copy_{i}\n    from: tracksolid.position_history\n    watermark: recorded_at\n"
+                    f"    key: [id]\n" for i in range(4))
+    pipeline.write_config(TABLES + extra)
+    pipeline.cli("migrate", check=True)
+    proc = pipeline.cli("run", "--workers", "3", check=True)
+    assert proc.stdout.count("loaded 500 of 500 rows") == 5 and "devices: loaded 80" in proc.stdout
+    # outcomes print in config order whatever order the workers finished in
+    order = [line.split(":")[0] for line in proc.stdout.splitlines() if ": loaded" in line]
+    assert order == ["position_history", "devices", "copy_0", "copy_1", "copy_2", "copy_3"]
+    with pipeline.wh() as conn:
+        for name in ("position_history", "copy_0", "copy_3"):
+            assert table_digest(conn, f"bronze.{name}") == table_digest(conn, "bronze.position_history")
