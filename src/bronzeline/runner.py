@@ -153,12 +153,23 @@ class Runner:
                     self.on_event(table.name, f"deleting {key}: its manifest was never written")
                     store.delete(key)
             elif not data:
-                self._refuse(table, manifests[0], None, "its data file is missing")
+                self._finish_or_refuse(table, manifests[0])
             else:
                 alive.add(batch.run_id_of(stem))
         dead = [r for r in self.ctx.control.unfinished_runs(table.name) if r not in alive]
         self.ctx.control.fail_runs(dead, "the run stopped before its batch file was complete; "
                                          "the next run re-extracts its window")
+
+    def _finish_or_refuse(self, table: TableConfig, manifest_key: str) -> None:
+        """A manifest alone in exports/: a move that stopped between its two files (complete it),
+        or a batch whose data file is gone (refuse it)."""
+        store = self.ctx.store
+        manifest = batch.read_manifest(store, manifest_key)
+        moved = f"{batch.processed_dir(table.name)}/{manifest.data_file}"
+        if self.ctx.control.run_status(manifest.run_id) == "loaded" and store.exists(moved):
+            self._move(table, manifest_key, None, batch.processed_dir(table.name))
+        else:
+            self._refuse(table, manifest_key, None, "its data file is missing")
 
     def _pending(self, table: TableConfig) -> list[tuple[str, str]]:
         """(manifest key, data key) of complete batches waiting in exports/, oldest run first."""
@@ -333,19 +344,14 @@ class Runner:
             self.ctx.control.mark_failed(run_id, self._safe(f"batch refused: {why}"))
 
     def _move(self, table: TableConfig, manifest_key: str, data_key: str | None, folder: str) -> None:
-        """Copy, verify the size, then delete — the manifest first, so a crash in between leaves a
-        data file without manifest in exports/ (deleted as a leftover; its copy is already safe)."""
+        """Move the data file, then its manifest (each a rename, or copy-verify-delete on object
+        stores). A crash in between leaves a manifest whose data is already in `folder`; the next
+        run completes the move (see _clean_leftovers)."""
         store = self.ctx.store
-        keys = [k for k in (data_key, manifest_key) if k]
-        for key in keys:
-            dst = f"{folder}/{key.rsplit('/', 1)[-1]}"
-            store.copy(key, dst)
-            if store.size(dst) != store.size(key):
-                raise BatchError(f"copying {store.display(key)} to {store.display(dst)} gave a different size; "
-                                 "check the object store")
-        crash_point("moving")
-        for key in reversed(keys):
-            store.delete(key)
+        for i, key in enumerate(k for k in (data_key, manifest_key) if k):
+            if i:
+                crash_point("moving")
+            store.move(key, f"{folder}/{key.rsplit('/', 1)[-1]}")
 
 
 def _iso(value: datetime | None) -> str | None:

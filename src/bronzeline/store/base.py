@@ -26,5 +26,9 @@ class ObjectStore(Protocol):
 
     def copy(self, src: str, dst: str) -> None: ...
 
+    def move(self, src: str, dst: str) -> None:
+        """Move without ever losing the object: a rename where the store has one, else copy,
+        verify, then delete."""
+
     def modified_at(self, key: str) -> float:
         """Seconds since the epoch."""

@@ -9,6 +9,7 @@ the client library's exception as the cause (retry.classify reads it).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import uuid
@@ -170,6 +171,19 @@ class FsspecStore:
             self.delete(dst)
             raise StoreError(f"copying {self.display(src)} to {self.display(dst)} gave a different {why}; the original "
                              "is kept, check the object store")
+
+    def move(self, src: str, dst: str) -> None:
+        if self.local:
+            Path(self._path(dst)).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(self._path(src), self._path(dst))  # atomic: the file is in one place or the other
+                return
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise StoreError(f"moving {self.display(src)} to {self.display(dst)} failed ({exc.strerror}); "
+                                     "check the folder's permissions") from exc
+        self.copy(src, dst)
+        self.delete(src)
 
     def _local_copy(self, src: str, dst: str) -> None:
         Path(self._path(dst)).parent.mkdir(parents=True, exist_ok=True)
