@@ -29,6 +29,7 @@ from bronzeline import __version__
 from bronzeline.config import Config, load_config
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError
+from bronzeline.observe.page import human
 from bronzeline.observe.status import table_status
 from bronzeline.parallel import run_parallel
 from bronzeline.provision import migrate as run_migrate
@@ -182,7 +183,7 @@ def _status_table(project: str, rows: list[dict[str, Any]]) -> None:
     for col in ("table", "mode", "last loaded", "lag", "rows last run", "watermark", "pending", "failed 24h"):
         grid.add_column(col)
     for r in rows:
-        grid.add_row(r["table"], r["mode"], _short(r["last_loaded_at"]), _duration(r["lag_seconds"]),
+        grid.add_row(r["table"], r["mode"], _short(r["last_loaded_at"]), human(r["lag_seconds"]),
                      "" if r["rows_loaded_last_run"] is None else f"{r['rows_loaded_last_run']:,}",
                      _short(r["watermark"]), str(r["pending_files"]),
                      f"[red]{r['failures_24h']}[/red]" if r["failures_24h"] else "0")
@@ -191,15 +192,6 @@ def _status_table(project: str, rows: list[dict[str, Any]]) -> None:
 
 def _short(iso: str | None) -> str:
     return iso[:19].replace("T", " ") if iso else "—"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if abs(seconds) >= size:
-            return f"{seconds / size:.1f}{unit}"
-    return f"{seconds:.0f}s"
 
 
 @cli.command()

@@ -65,6 +65,20 @@ def assert_parity(pipeline: Pipeline) -> None:
         assert table_digest(s, "tracksolid.devices") == table_digest(w, "bronze.devices")
 
 
+def inserts_updates_deletes_reach_bronze(pipeline: Pipeline) -> str:
+    """The second round of the core scenario: new rows, a snapshot update and a delete; the run's output."""
+    with pipeline.src() as conn:
+        insert_positions(conn, 300, start=500)
+        conn.execute("UPDATE tracksolid.devices SET plate = 'KDK 999Z' WHERE imei = '353549000000001'")
+        conn.execute("DELETE FROM tracksolid.devices WHERE imei = '353549000000002'")
+    time.sleep(0.15)
+    out = pipeline.cli("run", check=True).stdout
+    assert "position_history: loaded 300 of 300 rows" in out
+    assert "devices: loaded 1 of 79 rows (78 already present, 1 deleted)" in out
+    assert_parity(pipeline)
+    return out
+
+
 def test_migrate_run_parity_and_files(pipeline: Pipeline) -> None:
     setup(pipeline)
     migrate = pipeline.cli("migrate", check=True)
@@ -82,15 +96,7 @@ def test_migrate_run_parity_and_files(pipeline: Pipeline) -> None:
     assert manifest["rows"] == 500 and manifest["window_start"] is None and len(manifest["sha256"]) == 64
     assert {"name": "geom", "type": "geometry(Point,4326)"} in manifest["columns"]
 
-    with pipeline.src() as conn:
-        insert_positions(conn, 300, start=500)
-        conn.execute("UPDATE tracksolid.devices SET plate = 'KDK 999Z' WHERE imei = '353549000000001'")
-        conn.execute("DELETE FROM tracksolid.devices WHERE imei = '353549000000002'")
-    time.sleep(0.15)
-    out = pipeline.cli("run", check=True).stdout
-    assert "position_history: loaded 300 of 300 rows" in out
-    assert "devices: loaded 1 of 79 rows (78 already present, 1 deleted)" in out
-    assert_parity(pipeline)
+    inserts_updates_deletes_reach_bronze(pipeline)
 
     with pipeline.wh() as conn:
         runs = conn.execute("SELECT table_name, status, rows_extracted, rows_loaded, rows_skipped, window_start, "

@@ -22,7 +22,12 @@ from bronzeline.store import open_store
 from bronzeline.store.fsstore import FsspecStore
 from tests.integration.pipeline import Pipeline
 from tests.integration.s3server import KEY_ID, REGION, SECRET, S3Server, s3_server
-from tests.integration.test_core import TABLES, assert_parity, insert_positions, setup
+from tests.integration.test_core import (
+    TABLES,
+    assert_parity,
+    inserts_updates_deletes_reach_bronze,
+    setup,
+)
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +93,7 @@ def test_core_scenario_on_s3(pipeline: Pipeline, s3: S3Server) -> None:
     manifest = json.loads(pipe.read("processed", "position_history", processed[1]))
     assert manifest["rows"] == 500 and len(manifest["sha256"]) == 64
 
-    with pipe.src() as conn:
-        insert_positions(conn, 300, start=500)
-        conn.execute("UPDATE tracksolid.devices SET plate = 'KDK 999Z' WHERE imei = '353549000000001'")
-        conn.execute("DELETE FROM tracksolid.devices WHERE imei = '353549000000002'")
-    time.sleep(0.15)
-    out = pipe.cli("run", check=True).stdout
-    assert "position_history: loaded 300 of 300 rows" in out
-    assert "devices: loaded 1 of 79 rows (78 already present, 1 deleted)" in out
-    assert_parity(pipe)
+    out = inserts_updates_deletes_reach_bronze(pipe)
     assert len(pipe.files("processed", "position_history")) == 4
     with pipe.wh() as conn:
         runs = conn.execute("SELECT status, rows_extracted, rows_loaded, rows_skipped, csv_path, attempts "
