@@ -69,6 +69,14 @@ class Context:
             self._store = open_store(self.config.blob, self.config.base_dir, self.config.project)
         return self._store
 
+    def open_connections(self) -> list[psycopg.Connection[Any]]:
+        """The connections open right now. Safe to call from another thread (to send a cancel
+        request, as the per-table timeout does); it never opens or closes anything."""
+        conns: list[Any] = [self._warehouse, self._load]
+        with contextlib.suppress(RuntimeError):  # the dict changed while we looked: take what we saw
+            conns += [getattr(src, "conn", None) for src in list(self._sources.values())]
+        return [c for c in conns if isinstance(c, psycopg.Connection) and not c.closed]
+
     def close(self) -> None:
         for name in list(self._sources):
             self.drop_source(name)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 import psycopg
 
@@ -138,7 +138,7 @@ class Watchdog:
             return
         self.fired = True
         while True:
-            for conn in _open_connections(self.ctx):
+            for conn in self.ctx.open_connections():
                 with contextlib.suppress(Exception):
                     conn.cancel_safe(timeout=2.0)
             if self._done.wait(1.0):
@@ -147,14 +147,6 @@ class Watchdog:
     def stop(self) -> None:
         self._done.set()
         self._thread.join()
-
-
-def _open_connections(ctx: Context) -> list[psycopg.Connection[Any]]:
-    # Reads the context's connections from another thread; it only ever sends cancel requests.
-    conns: list[Any] = [ctx._warehouse, ctx._load]
-    with contextlib.suppress(RuntimeError):  # the dict changed while we looked: take what we saw
-        conns += [getattr(src, "conn", None) for src in list(ctx._sources.values())]
-    return [c for c in conns if isinstance(c, psycopg.Connection) and not c.closed]
 
 
 class Retrier:
