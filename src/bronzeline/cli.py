@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 import traceback
 from collections.abc import Callable
@@ -96,6 +97,10 @@ def guarded(fn: Callable[..., T]) -> Callable[..., T]:
 def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     """bronzeline: keep a PostgreSQL/PostGIS warehouse in step with operational databases."""
     ctx.obj = State(config_path, debug)
+    if not debug:
+        # psycopg logs a warning when it closes a COPY whose connection already died; the failure
+        # itself is reported once, as an error line, so keep its log quiet.
+        logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 
 def _event(table: str, message: str) -> None:
