@@ -26,7 +26,7 @@ import psycopg
 
 from bronzeline.config.models import RetriesConfig, TableConfig
 from bronzeline.context import Context
-from bronzeline.errors import BatchError, BronzelineError, ConfigError, MigrationError, detached
+from bronzeline.errors import BatchError, BronzelineError, ConfigError, MigrationError, SourceError, detached
 from bronzeline.redact import redact
 from bronzeline.runner import Runner, TableOutcome
 from bronzeline.warehouse import migrations
@@ -163,6 +163,7 @@ class Retrier:
         self.notes = notes if notes is not None else []
         self.rng = rng or random.Random()
         self.check_migrations = check_migrations
+        self.dead_sources: dict[str, str] = {}  # source -> the table that gave up on it in this pass
 
     @property
     def ctx(self) -> Context:
@@ -175,6 +176,9 @@ class Retrier:
         return redact(text, self.runner.config.secrets())
 
     def run_table(self, table: TableConfig) -> TableOutcome:
+        dead = self.dead_sources.get(table.source)
+        if dead is not None:
+            return self._source_down(table, dead)
         attempts = self.policy.attempts
         timeout = table.timeout_interval
         deadline = time.monotonic() + timeout.total_seconds() if timeout else None
@@ -218,6 +222,8 @@ class Retrier:
             self.flush()
             self._say(table.name, note.message)
             if why:
+                if kind == "transient" and not timed_out and _cannot_connect(outcome.error):
+                    self.dead_sources[table.source] = table.name  # the pass's other tables fail at once
                 if attempts > 1 or timed_out or kind == "transient":
                     outcome.message = self._safe(f"{outcome.message} [attempt {attempt} of {attempts}; {why}]")
                 self._keep_failures_visible(table, failed, outcome)
@@ -227,6 +233,19 @@ class Retrier:
             if self.stop.wait(delay):
                 outcome.message = self._safe(f"{outcome.message} [attempt {attempt} of {attempts}; stopping]")
                 return outcome
+
+    def _source_down(self, table: TableConfig, first: str) -> TableOutcome:
+        """A table whose source did not answer for an earlier table of this pass, through all its
+        attempts: fail it at once (and say so in the run ledger) instead of waiting again."""
+        now = datetime.now(UTC)
+        why = self._safe(f"not run: source {table.source!r} did not answer {first}'s {self.policy.attempts} "
+                         "attempt(s) in this pass; run again when it is back")
+        message = f"{table.name}: {why}"
+        note = Note(table.name, table.mode, 1, message, now, now)
+        self.notes.append(note)
+        self.flush()
+        self._say(table.name, why)
+        return TableOutcome(table.name, "failed", message=message, error=SourceError(message))
 
     def _attempt(self, table: TableConfig, attempt: int) -> TableOutcome:
         self.runner.attempt = attempt
@@ -283,6 +302,11 @@ class Retrier:
         if left:
             self._say(table.name, f"{len(left)} failed attempt(s) not yet in the run ledger (the warehouse is "
                                   "unreachable); they are written when it is back")
+
+
+def _cannot_connect(error: BaseException | None) -> bool:
+    """Did the attempt fail to open its source connection (rather than fail inside a run)?"""
+    return isinstance(error, SourceError) and str(error).startswith("cannot connect to")
 
 
 def run_tables(runner: Runner, names: list[str] | None = None, *, stop: threading.Event | None = None,

@@ -375,3 +375,28 @@ def test_run_and_status_before_migrate_say_so(pipeline: Pipeline) -> None:
     for args in (("run",), ("status",), ("status", "--json")):
         proc = pipeline.cli(*args)
         assert_clean_failure(proc, "run `bronzeline migrate`")
+
+
+def test_a_dead_source_fails_its_other_tables_at_once(pipeline: Pipeline) -> None:
+    with pipeline.src() as conn:
+        for name in ("a", "b", "c"):
+            conn.execute(f"CREATE TABLE tracksolid.{name} (id int PRIMARY KEY, "
+                         "recorded_at timestamptz NOT NULL DEFAULT now())")
+    tables = "".join(f"  - name: {n}\n    from: tracksolid.{n}\n    watermark: recorded_at\n    key: [id]\n"
+                     for n in ("a", "b", "c"))
+    pipeline.write_config(tables, extra_yaml="retries: {attempts: 3, backoff_seconds: 1}\n")
+    pipeline.cli("migrate", check=True)
+    pipeline.source_dsn = dsn_for(pipeline.source_dsn, port="1")  # nothing listens there
+    started = time.monotonic()
+    proc = pipeline.cli("run")
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("attempt 1 of 3 failed") == 1  # only the first table waits and retries
+    assert "error: b: not run: source 'source' did not answer a's 3 attempt(s)" in proc.stderr
+    assert "error: c: not run" in proc.stderr
+    assert elapsed < 8, elapsed  # one table's backoff (1 s + 2 s with jitter), not three
+    with pipeline.wh() as conn:
+        failed = conn.execute("SELECT table_name, count(*) FROM dwh_control.extract_runs WHERE status = 'failed' "
+                              "GROUP BY 1 ORDER BY 1").fetchall()
+    assert failed == [("a", 3), ("b", 1), ("c", 1)]  # every table's failure is in the history
+    assert pipeline.password not in proc.stderr + proc.stdout
