@@ -22,6 +22,9 @@ class ObjectStore(Protocol):
 
     def size(self, key: str) -> int: ...
 
+    def checksum(self, key: str) -> str:
+        """sha256 of the stored bytes."""
+
     def delete(self, key: str) -> None: ...
 
     def copy(self, src: str, dst: str) -> None: ...
