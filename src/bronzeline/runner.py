@@ -368,7 +368,7 @@ def _window_text(window: Window) -> str:
 def parse_timestamp(text: str, config: Config) -> datetime:
     """ISO-8601; without an offset it is in the config's time zone."""
     try:
-        value = datetime.fromisoformat(text.strip().replace(" ", "T", 1) if "T" not in text else text.strip())
+        value = datetime.fromisoformat(text.strip())  # accepts "T" or a space between date and time
     except ValueError:
         raise BronzelineError(f"{text!r} is not an ISO-8601 timestamp; write e.g. 2026-11-01T00:00:00+03:00") from None
     return value if value.tzinfo else value.replace(tzinfo=config.tz)
