@@ -30,14 +30,14 @@ from bronzeline import __version__
 from bronzeline.config import Config, load_config
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError
+from bronzeline.events import Event
 from bronzeline.observe.page import human
 from bronzeline.observe.status import table_status
-from bronzeline.parallel import run_parallel
+from bronzeline.pipeline import TableOutcome, parse_timestamp, run_tables
+from bronzeline.pipeline import backfill as run_backfill
+from bronzeline.pipeline import reseed as run_reseed
 from bronzeline.provision import migrate as run_migrate
 from bronzeline.redact import redact
-from bronzeline.runner import Runner, TableOutcome, parse_timestamp
-from bronzeline.runner import backfill as run_backfill
-from bronzeline.runner import reseed as run_reseed
 
 # Wide enough for the status table when stdout is a pipe or a file.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -103,8 +103,8 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
         logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 
-def _event(table: str, message: str) -> None:
-    err.print(f"[dim]{table}:[/dim] {message}", highlight=False)
+def _event(event: Event) -> None:
+    err.print(f"{event.table}: {event.render()}", markup=False, highlight=False)
 
 
 class ExtractProgress:
@@ -164,8 +164,8 @@ def run(state: State, tables: tuple[str, ...], workers: int) -> None:
     names = [config.table(name).name for name in tables] or None
     progress = ExtractProgress() if err.is_terminal else None
     with progress.bars if progress is not None else contextlib.nullcontext():
-        outcomes = run_parallel(config, names, workers=workers, on_event=_event, on_progress=progress,
-                                debug=state.debug)
+        outcomes = run_tables(config, names, workers=workers, on_event=_event, on_progress=progress,
+                              debug=state.debug)
     if _print_outcomes(outcomes):
         sys.exit(1)
 
@@ -209,9 +209,10 @@ def backfill(state: State, table: str, since: str, until: str | None) -> None:
     config = state.config
     start = parse_timestamp(since, config)
     end = parse_timestamp(until, config) if until else None
-    with Context(config) as ctx:
-        outcome = run_backfill(Runner(ctx, _event, debug=state.debug), table, start, end)
-    if outcome is None:
+    outcome = run_backfill(config, table, start, end, on_event=_event, debug=state.debug)
+    if outcome.status == "skipped":
+        raise BronzelineError(f"{outcome.table}: a run holds this table's lock; try again when it has finished")
+    if end is None and outcome.status == "loaded":
         out.print(f"{table}: watermark set to {start.isoformat()}; the next run re-extracts from there", markup=False)
     elif _print_outcomes([outcome]):
         sys.exit(1)
@@ -222,8 +223,9 @@ def backfill(state: State, table: str, since: str, until: str | None) -> None:
 @guarded
 def reseed(state: State, table: str) -> None:
     """Back-fill all of TABLE's history now (existing rows are skipped)."""
-    with Context(state.config) as ctx:
-        outcome = run_reseed(Runner(ctx, _event, debug=state.debug), table)
+    outcome = run_reseed(state.config, table, on_event=_event, debug=state.debug)
+    if outcome.status == "skipped":
+        raise BronzelineError(f"{outcome.table}: a run holds this table's lock; try again when it has finished")
     if _print_outcomes([outcome]):
         sys.exit(1)
 

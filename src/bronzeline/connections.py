@@ -6,10 +6,19 @@ import ipaddress
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bronzeline.config.models import ConnectionConfig
-from bronzeline.errors import BronzelineError
+from bronzeline.errors import (
+    BronzelineError,
+    SourceError,
+    SourceRefused,
+    SourceUnreachable,
+    Transient,
+    WarehouseError,
+    WarehouseRefused,
+    WarehouseUnreachable,
+)
 from bronzeline.redact import dsn_password, redact
 
 APPLICATION_NAME = "bronzeline"
@@ -23,6 +32,36 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def server_answers(dsn: str, timeout: int) -> bool:
+    """libpq's PQping: True when the server accepts connections (so a failed connect was refused for
+    who we are, not for an outage); False when it is down, starting up, shutting down or unreachable."""
+    try:
+        ping = psycopg.pq.PGconn.ping(make_conninfo(dsn, connect_timeout=int(timeout)).encode())
+    except Exception:
+        return False
+    return bool(ping == psycopg.pq.Ping.OK)
+
+
+def unreachable(error: type[BronzelineError]) -> type[BronzelineError]:
+    """The Transient flavour of a connection's error type."""
+    if issubclass(error, Transient):
+        return error
+    if issubclass(error, SourceError):
+        return SourceUnreachable
+    if issubclass(error, WarehouseError):
+        return WarehouseUnreachable
+    return error
+
+
+def refused(error: type[BronzelineError]) -> type[BronzelineError]:
+    """The Terminal flavour of a connection's error type."""
+    if issubclass(error, SourceError):
+        return SourceRefused
+    if issubclass(error, WarehouseError):
+        return WarehouseRefused
+    return error
 
 
 def connect(
@@ -54,8 +93,13 @@ def connect(
         )
     except psycopg.Error as exc:
         detail = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, [secret])
-        raise error(f"cannot connect to {name!r} ({detail}); check that the server is up and the dsn, "
-                    "user and password are right") from None
+        if server_answers(cfg.dsn, cfg.connect_timeout):
+            # The server accepts connections but refused this one: login, password, database or
+            # pg_hba.conf. Another attempt would be refused the same way.
+            raise refused(error)(f"cannot connect to {name!r} ({detail}); the server is up: check the dsn's user, "
+                        "password and database, and pg_hba.conf") from None
+        raise unreachable(error)(f"cannot connect to {name!r} ({detail}); check that the server is up and "
+                                 "reachable, then run again") from None
     if cfg.require_tls and not is_loopback(conn.info.host) and not conn.pgconn.ssl_in_use:
         conn.close()
         raise error(f"connection {name!r} to {conn.info.host} is not encrypted; add sslmode=require to the "

@@ -10,7 +10,17 @@ class BronzelineError(Exception):
     """Root of every error a user must act on."""
 
 
-class ConfigError(BronzelineError):
+class Transient(BronzelineError):
+    """An outage rather than a mistake: another attempt may succeed (the source or warehouse did not
+    answer, the object store was unavailable). Retries decide on this type, never on message text."""
+
+
+class Terminal(BronzelineError):
+    """A mistake rather than an outage: another attempt would fail the same way (a wrong config, a
+    refused login, a batch that does not match its manifest). Never retried."""
+
+
+class ConfigError(Terminal):
     """The config file is missing, malformed, or names something that does not exist."""
 
 
@@ -18,19 +28,39 @@ class SourceError(BronzelineError):
     """The source database refused, was unreachable, or lacks what a table needs."""
 
 
+class SourceUnreachable(SourceError, Transient):
+    """The source server did not answer (refused, timed out, starting up or shutting down)."""
+
+
+class SourceRefused(SourceError, Terminal):
+    """The source server answered and refused the login (user, password, database, pg_hba.conf)."""
+
+
 class WarehouseError(BronzelineError):
     """The warehouse refused, was unreachable, or its objects are not as expected."""
+
+
+class WarehouseUnreachable(WarehouseError, Transient):
+    """The warehouse server did not answer, or its connection was lost."""
+
+
+class WarehouseRefused(WarehouseError, Terminal):
+    """The warehouse server answered and refused the login."""
 
 
 class StoreError(BronzelineError):
     """The object store could not be read or written."""
 
 
-class BatchError(BronzelineError):
+class StoreUnavailable(StoreError, Transient):
+    """The object store did not answer or said to try again later."""
+
+
+class BatchError(Terminal):
     """A batch file does not match its manifest, or its content cannot be loaded."""
 
 
-class MigrationError(WarehouseError):
+class MigrationError(WarehouseError, Terminal):
     """`migrate` found problems (all of them are listed in the message)."""
 
 
@@ -39,7 +69,7 @@ class LockBusy(BronzelineError):
 
 
 def detached(exc: BaseException) -> BaseException:
-    """`exc` with the tracebacks along its chain dropped, to be kept after the `except` block (retry.py
+    """`exc` with the tracebacks along its chain dropped, to be kept after the `except` block (pipeline/attempts.py
     classifies it) without keeping the failed run's frames alive: their generators, open uploads and
     COPY streams are then closed at once, as they would be without it."""
     seen: set[int] = set()

@@ -22,8 +22,8 @@ from croniter import croniter
 from bronzeline.config.models import Config, TableConfig
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError, ConfigError
-from bronzeline.retry import Note, Retrier
-from bronzeline.runner import Event, Runner, TableOutcome
+from bronzeline.events import Event, EventSink
+from bronzeline.pipeline import PassState, TableOutcome, run_tables
 
 Log = Callable[[str], None]
 _MAX_SLEEP = 1.0  # wake at least this often to notice stop()
@@ -77,15 +77,18 @@ def describe(outcome: TableOutcome) -> str:
 
 
 class Scheduler:
-    def __init__(self, config: Config, log: Log, on_event: Event | None = None,
+    def __init__(self, config: Config, log: Log, on_event: EventSink | None = None,
                  clock: Callable[[], datetime] | None = None) -> None:
         self.config = config
         self.log = log
-        self.on_event = on_event or (lambda table, message: log(f"{table}: {message}"))
+        self.on_event = on_event or self._log_event
         self.clock = clock or (lambda: datetime.now(UTC))
         self.stopping = threading.Event()
-        self.notes: list[Note] = []  # failures the warehouse could not take yet
+        self.state = PassState(self.stopping)  # keeps failures the warehouse could not take yet
         self.outcomes: list[TableOutcome] = []
+
+    def _log_event(self, event: Event) -> None:
+        self.log(f"{event.table}: {event.render()}")
 
     def stop(self) -> None:
         self.stopping.set()
@@ -109,20 +112,19 @@ class Scheduler:
     def run_tables(self, tables: list[TableConfig]) -> list[TableOutcome]:
         """Each table once, with retries, one after another; stops between tables when asked to."""
         outcomes: list[TableOutcome] = []
+        self.state.new_pass()
         try:
             with Context(self.config) as ctx:
-                runner = Runner(ctx, self.on_event)
-                retrier = Retrier(runner, self.config.retries, stop=self.stopping, notes=self.notes,
-                                  check_migrations=True)
                 for table in tables:
                     if self.stopping.is_set():
                         self.log(f"{table.name}: not started (stopping)")
                         continue
                     self.log(f"{table.name}: run started")
-                    outcome = retrier.run_table(table)
-                    outcomes.append(outcome)
-                    self.log(describe(outcome))
-                retrier.flush()
+                    outcomes += run_tables(self.config, [table.name], on_event=self.on_event, state=self.state,
+                                           ctx=ctx, ride_out_warehouse_outage=True)
+                    self.log(describe(outcomes[-1]))
+        except BronzelineError as exc:  # e.g. the warehouse is not migrated: say so, try again next time
+            self.log(f"error: {_first_line(exc)}")
         except Exception as exc:  # never let one pass end the scheduler
             self.log(f"internal error: {type(exc).__name__}: {_first_line(exc)}\n{traceback.format_exc()}")
         self.outcomes += outcomes
@@ -149,7 +151,7 @@ class Scheduler:
                 continue
             wait = (min(upcoming.values()) - now).total_seconds()
             self.stopping.wait(min(max(wait, 0.01), _MAX_SLEEP))
-        unrecorded = [n for n in self.notes if not n.recorded]
+        unrecorded = self.state.unrecorded()
         for note in unrecorded:
             self.log(f"{note.table}: not in the run ledger (the warehouse was unreachable): {note.message}")
         self.log("stopped")

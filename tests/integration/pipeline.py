@@ -15,7 +15,7 @@ from psycopg import sql
 
 from bronzeline.config import load_config
 from bronzeline.context import Context
-from bronzeline.runner import Runner, TableOutcome
+from bronzeline.pipeline import TableOutcome, run_tables
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,14 +64,12 @@ class Pipeline:
     def config(self) -> Any:
         return load_config(self.config_path, self.environ())
 
-    def runner(self) -> tuple[Context, Runner]:
-        ctx = Context(self.config())
-        return ctx, Runner(ctx)
+    def context(self) -> Context:
+        return Context(self.config())
 
-    def run(self, *tables: str) -> list[TableOutcome]:
-        ctx, runner = self.runner()
-        with ctx:
-            return runner.run(list(tables) or None)
+    def run(self, *tables: str, **options: Any) -> list[TableOutcome]:
+        """`bronzeline run` in process: the one run path, with the config's retries."""
+        return run_tables(self.config(), list(tables) or None, **options)
 
     def cli(self, *args: str, check: bool = False, timeout: float = 120, env: dict[str, str] | None = None,
             ) -> subprocess.CompletedProcess[str]:

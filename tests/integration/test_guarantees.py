@@ -10,6 +10,8 @@ from typing import Any
 
 import psycopg
 
+from bronzeline.context import Context
+from bronzeline.pipeline import run_tables
 from tests.integration.pipeline import Pipeline, table_digest
 from tests.integration.test_core import assert_parity, insert_positions, setup
 
@@ -63,13 +65,13 @@ def test_no_row_lost_or_doubled_under_concurrent_long_transactions(pipeline: Pip
     writers = [threading.Thread(target=_writer, args=(pipeline.source_admin, stop, i, errors)) for i in range(6)]
     for w in writers:
         w.start()
-    ctx, runner = pipeline.runner()
     runs = 0
+    config = pipeline.config()
     try:
         deadline = time.monotonic() + 12
-        with ctx:
+        with Context(config) as ctx:  # one set of connections for every run, as a scheduler keeps
             while time.monotonic() < deadline:
-                outcome = runner.run(["position_history"])[0]
+                outcome = run_tables(config, ["position_history"], ctx=ctx)[0]
                 assert outcome.status == "loaded", outcome.message
                 runs += 1
                 time.sleep(0.05)

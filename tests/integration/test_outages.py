@@ -21,7 +21,6 @@ from psycopg import sql
 
 from bronzeline.context import Context
 from bronzeline.provision import migrate
-from bronzeline.retry import run_tables
 from tests.conftest import dsn_for
 from tests.integration.cluster import Cluster, throwaway_cluster
 from tests.integration.pipeline import Pipeline, table_digest
@@ -292,10 +291,8 @@ def test_table_timeout_ends_a_slow_run_without_retrying(new_database: Any, tmp_p
     pipe = make(tmp_path, new_database(postgis=False), new_database(postgis=False), rows=300, delay=1.0)
     prepare(pipe)
     pipe.write_config(TABLE + "    timeout: 1s\n", RETRIES)
-    ctx, runner = pipe.runner()
     started = time.monotonic()
-    with ctx:
-        [outcome] = run_tables(runner)
+    [outcome] = pipe.run()
     took = time.monotonic() - started
     assert outcome.status == "failed" and outcome.attempts == 1 and took < 2.8, (took, outcome.message)
     assert "timed out after 1s" in outcome.message
@@ -313,11 +310,9 @@ def test_statement_timeout_is_terminal(new_database: Any, tmp_path: Path) -> Non
     text = pipe.config_path.read_text()
     pipe.config_path.write_text(text.replace('source: {dsn: "${SOURCE_DSN}"}',
                                              'source: {dsn: "${SOURCE_DSN}", statement_timeout: 300ms}'))
-    ctx, runner = pipe.runner()
-    with ctx:
-        [outcome] = run_tables(runner)
+    [outcome] = pipe.run()
     assert outcome.status == "failed" and outcome.attempts == 1
-    assert "statement timeout" in outcome.message and "not retried" in outcome.message
+    assert "statement timeout" in outcome.message
     assert len(history(pipe)) == 1
 
 

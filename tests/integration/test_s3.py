@@ -16,8 +16,8 @@ from bronzeline.config.models import BlobConfig
 from bronzeline.context import Context
 from bronzeline.errors import ConfigError, StoreError
 from bronzeline.faults import POINTS
+from bronzeline.pipeline.attempts import classify
 from bronzeline.provision import migrate as run_migrate
-from bronzeline.retry import classify, run_tables
 from bronzeline.store import open_store
 from bronzeline.store.fsstore import FsspecStore
 from tests.integration.pipeline import Pipeline
@@ -155,9 +155,7 @@ def test_a_literal_secret_or_a_missing_bucket_is_refused(pipeline: Pipeline, s3:
     pipe.bucket = "bl-no-such-bucket"
     pipe.write_config(TABLES)
     migrate(pipe)
-    ctx, runner = pipe.runner()
-    with ctx:
-        [outcome] = run_tables(runner, ["position_history"])
+    [outcome] = pipe.run("position_history")
     assert outcome.status == "failed" and outcome.attempts == 1  # a missing bucket is not retried
     assert "bucket 'bl-no-such-bucket'" in outcome.message and "does not exist" in outcome.message
 

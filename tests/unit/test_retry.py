@@ -10,8 +10,18 @@ import pytest
 from psycopg import errors as pg
 
 from bronzeline.config.models import RetriesConfig
-from bronzeline.errors import BatchError, ConfigError, SourceError, StoreError, WarehouseError
-from bronzeline.retry import backoff, classify
+from bronzeline.errors import (
+    BatchError,
+    ConfigError,
+    SourceError,
+    SourceRefused,
+    SourceUnreachable,
+    StoreError,
+    WarehouseError,
+    WarehouseRefused,
+    WarehouseUnreachable,
+)
+from bronzeline.pipeline.attempts import backoff, classify
 from bronzeline.warehouse.loader import LoadRejected
 
 
@@ -27,6 +37,17 @@ def raised_from(outer: type[Exception], inner: BaseException, *, hide: bool = Tr
     except Exception as exc:
         return exc
     raise AssertionError("unreachable")
+
+
+def test_connection_failures_are_typed_where_they_happen() -> None:
+    """connections.connect asks the server (PQping) and raises a Transient or a Terminal type; the
+    libpq error it wraps (no SQLSTATE, like a lost connection) never overrides that decision."""
+    refused = psycopg.OperationalError('connection failed: FATAL:  password authentication failed for user "x"')
+    assert classify(raised_from(SourceRefused, refused)) == "terminal"
+    assert classify(raised_from(WarehouseRefused, refused, hide=False)) == "terminal"
+    down = psycopg.OperationalError("connection failed: Connection refused")
+    assert classify(raised_from(SourceUnreachable, down)) == "transient"
+    assert classify(raised_from(WarehouseUnreachable, down)) == "transient"
 
 
 @pytest.mark.parametrize("inner", [
@@ -50,8 +71,6 @@ def test_transient(inner: BaseException) -> None:
 
 
 @pytest.mark.parametrize("inner", [
-    psycopg.OperationalError('connection failed: FATAL:  password authentication failed for user "x"'),
-    psycopg.OperationalError('connection failed: FATAL:  database "nothing" does not exist'),
     pg.UndefinedTable('relation "tracksolid.ghosts" does not exist'),
     pg.InsufficientPrivilege("permission denied for table t"),
     pg.QueryCanceled("canceling statement due to statement timeout"),

@@ -19,8 +19,8 @@ from bronzeline.fleet.embedded import EmbeddedServer, embedded_server
 from bronzeline.fleet.schema import create_source_schema
 from bronzeline.fleet.simulator import burst, seed
 from bronzeline.observe.status import table_status
+from bronzeline.pipeline import TableOutcome, run_tables
 from bronzeline.provision import migrate
-from bronzeline.runner import Runner, TableOutcome
 
 Say = Callable[[str], None]
 
@@ -68,17 +68,16 @@ def _pipeline(server: EmbeddedServer, directory: Path, *, keep: bool, say: Say,
         say("$ bronzeline migrate")
         report = migrate(ctx)
         say(f"  created {len(report.created)} bronze tables and the control schema {config.warehouse.control_schema}")
-        runner = Runner(ctx)
         say("$ bronzeline run")
         time.sleep(0.15)  # the window's bound stays 100 ms below the source clock
-        first = runner.run()
+        first = run_tables(config)
         show_run(first)
         with psycopg.connect(source_dsn) as conn:
             more = burst(conn, minutes=10)
         say(f"simulated 10 more minutes of fleet activity: {sum(more.values()):,} new rows")
         time.sleep(0.15)
         say("$ bronzeline run")
-        second = runner.run()
+        second = run_tables(config)
         show_run(second)
         status = table_status(ctx)
     return DemoResult(directory, config_path, first, second, status, source_dsn, warehouse_dsn,

@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
 from bronzeline.config.models import TableConfig
-from bronzeline.errors import BatchError, WarehouseError
+from bronzeline.errors import BatchError, WarehouseError, WarehouseUnreachable
 from bronzeline.faults import crash_point
 from bronzeline.store.batch import Manifest
 from bronzeline.warehouse.control import Control
@@ -68,7 +68,8 @@ class Loader:
                     result = self._load_snapshot(table, columns, data)
                 manifest = finalize()
                 if result.rows_extracted != manifest.rows:
-                    raise BatchError(f"{where} holds {result.rows_extracted} rows, its manifest says {manifest.rows}")
+                    raise BatchError(f"{table.name}: {where} holds {result.rows_extracted} rows, its manifest says "
+                                     f"{manifest.rows}")
                 crash_point("load")
                 self.control.mark_loaded(manifest.run_id, result.rows_extracted, result.rows_loaded,
                                          result.rows_skipped, result.rows_deleted)
@@ -78,17 +79,18 @@ class Loader:
                         result.rows_loaded, manifest.run_id)
         except psycopg.errors.UniqueViolation:
             raise LoadRejected(
-                f"{where} has two rows with one key ({', '.join(table.key)}): the key is not unique at the "
-                f"source; fix `key:` for table {table.name}") from None
+                f"{table.name}: two rows of the batch share one key ({', '.join(table.key)}): the key is not "
+                f"unique at the source; fix the table's `key:` and run `bronzeline migrate` (batch {where})") from None
         except psycopg.errors.LockNotAvailable:
             raise WarehouseError(f"{table.name}: bronze table is locked by another session for longer than "
                                  f"lock_timeout ({self.lock_timeout}); run again later") from None
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
                 psycopg.errors.UndefinedColumn, psycopg.errors.BadCopyFileFormat) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise LoadRejected(f"{where} could not be loaded into {self.schema}.{table.name}: {first}") from None
+            raise LoadRejected(f"{table.name}: {where} could not be loaded into {self.schema}.{table.name}: "
+                               f"{first}") from None
         except psycopg.OperationalError as exc:
-            raise WarehouseError(f"{table.name}: the warehouse connection failed during the load ({exc}); "
+            raise WarehouseUnreachable(f"{table.name}: the warehouse connection failed during the load ({exc}); "
                                  "nothing was committed, run again") from None
         return result
 

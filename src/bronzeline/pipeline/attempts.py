@@ -1,13 +1,14 @@
-"""Retries: transient failures are tried again with exponential backoff and jitter, terminal ones fail at once.
+"""Attempts: a table's run is tried again after a transient failure (with exponential backoff and
+jitter) and fails at once after a terminal one; the table's lock, the migrations check and the
+whole-run timeout are taken here, around each attempt.
 
-A table's run is made of attempts (runner.Runner.run_table, each with its own run row and its
-attempt number in `extract_runs.attempts`). Every failed attempt stays visible in the run ledger:
-its row is marked failed with the reason, and an attempt that failed before it had a row (the
-source was down, the warehouse was restarting) gets a row of its own. When the warehouse itself is
-unreachable, the failure is kept in memory and written as soon as it is back.
+Every failed attempt stays visible in the run ledger: its row is marked failed with the reason, and
+an attempt that failed before it had a row (the source was down, the warehouse was restarting) gets
+a row of its own. When the warehouse itself is unreachable, the failure is kept in memory (in the
+pass's `PassState`) and written as soon as it is back.
 
-`tables[].timeout` bounds the whole run of a table, every attempt and wait included: when it
-expires the queries in flight are cancelled and the run fails without another attempt.
+`tables[].timeout` bounds the whole run of a table, every attempt and wait included: when it expires
+the queries in flight are cancelled and the run fails without another attempt.
 """
 
 from __future__ import annotations
@@ -26,9 +27,18 @@ import psycopg
 
 from bronzeline.config.models import RetriesConfig, TableConfig
 from bronzeline.context import Context
-from bronzeline.errors import BatchError, BronzelineError, ConfigError, MigrationError, SourceError, detached
+from bronzeline.errors import (
+    BronzelineError,
+    LockBusy,
+    SourceError,
+    SourceUnreachable,
+    Terminal,
+    Transient,
+    detached,
+)
+from bronzeline.events import AttemptFailed, EventSink, SucceededAfterRetry, Unrecorded
+from bronzeline.pipeline.table_run import RunRequest, TableOutcome, TableRun
 from bronzeline.redact import redact
-from bronzeline.runner import Runner, TableOutcome
 from bronzeline.warehouse import migrations
 
 Kind = Literal["transient", "terminal"]
@@ -36,9 +46,6 @@ Kind = Literal["transient", "terminal"]
 # SQLSTATEs worth another attempt: serialization failure, deadlock, lock timeout, the server shutting
 # down or starting up, too many connections. Class 08 is "connection exception".
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300", "58030"})
-# A connection refused for these reasons will be refused again: a config problem, not an outage.
-_TERMINAL_CONNECT = ("authentication failed", "does not exist", "pg_hba.conf", "permission denied",
-                     "sslmode", "not valid")
 # Network failures of the object store's client libraries (botocore, aiohttp), by class name.
 _TRANSIENT_NAMES = frozenset({
     "EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError", "ConnectTimeoutError",
@@ -65,7 +72,11 @@ def causes(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _transient_one(exc: BaseException) -> bool | None:
-    """True/False when this exception decides, None when it says nothing."""
+    """True/False when this exception decides, None when it says nothing. Types and fields only."""
+    if isinstance(exc, Transient):
+        return True
+    if isinstance(exc, Terminal):
+        return False
     if isinstance(exc, psycopg.Error):
         state = exc.sqlstate
         if state == "57014":  # query_canceled: statement_timeout, or a whole-run timeout
@@ -73,8 +84,7 @@ def _transient_one(exc: BaseException) -> bool | None:
         if state is not None:
             return state in TRANSIENT_SQLSTATES or state.startswith("08")
         if isinstance(exc, psycopg.OperationalError):
-            text = str(exc).lower()
-            return not any(word in text for word in _TERMINAL_CONNECT)
+            return True  # no SQLSTATE: the connection broke (connect failures are typed in connections.py)
         return None
     response = getattr(exc, "response", None)
     if isinstance(response, dict):  # botocore ClientError
@@ -92,7 +102,7 @@ def _transient_one(exc: BaseException) -> bool | None:
 
 def classify(exc: BaseException | None) -> Kind:
     """transient (worth another attempt) or terminal (fails at once)."""
-    if exc is None or isinstance(exc, ConfigError | BatchError | MigrationError):
+    if exc is None:
         return "terminal"
     for cause in causes(exc):
         verdict = _transient_one(cause)
@@ -122,6 +132,38 @@ class Note:
     recorded: bool = field(default=False)
 
 
+class PassState:
+    """What every worker of a pass shares (and a scheduler across its passes): the stop signal, the
+    failures the warehouse could not take yet, and the sources that did not answer — so the pass's
+    other tables on such a source fail at once instead of waiting out the backoff again."""
+
+    def __init__(self, stop: threading.Event | None = None) -> None:
+        self.stop = stop or threading.Event()
+        self.notes: list[Note] = []
+        self._dead: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def source_down(self, source: str) -> str | None:
+        with self.lock:
+            return self._dead.get(source)
+
+    def mark_source_down(self, source: str, table: str) -> None:
+        with self.lock:
+            self._dead.setdefault(source, table)
+
+    def new_pass(self) -> None:
+        with self.lock:
+            self._dead.clear()
+
+    def add_note(self, note: Note) -> None:
+        with self.lock:
+            self.notes.append(note)
+
+    def unrecorded(self, table: str | None = None) -> list[Note]:
+        with self.lock:
+            return [n for n in self.notes if not n.recorded and (table is None or n.table == table)]
+
+
 class Watchdog:
     """Cancels the context's queries in flight once `seconds` have passed (and every second after,
     until stopped), so a run that exceeds its timeout stops at its next database round trip."""
@@ -149,35 +191,27 @@ class Watchdog:
         self._thread.join()
 
 
-class Retrier:
-    """Runs a table's attempts through `runner`. `stop` (set by a signal) ends the waits between
-    attempts early; `notes` carries failures the warehouse could not take yet (share it between
-    Retriers of one long-lived process, such as the scheduler)."""
+class Attempts:
+    """Runs a table's attempts on one Context: lock, migrations check, timeout, retries, ledger."""
 
-    def __init__(self, runner: Runner, policy: RetriesConfig | None = None, *, stop: threading.Event | None = None,
-                 notes: list[Note] | None = None, rng: random.Random | None = None,
-                 check_migrations: bool = False) -> None:
-        self.runner = runner
-        self.policy = policy or runner.config.retries
-        self.stop = stop or threading.Event()
-        self.notes = notes if notes is not None else []
+    def __init__(self, table_run: TableRun, state: PassState, policy: RetriesConfig | None = None, *,
+                 on_event: EventSink | None = None, rng: random.Random | None = None) -> None:
+        self.table_run = table_run
+        self.ctx = table_run.ctx
+        self.config = table_run.config
+        self.state = state
+        self.policy = policy or self.config.retries
+        self.on_event = on_event or table_run.on_event
         self.rng = rng or random.Random()
-        self.check_migrations = check_migrations
-        self.dead_sources: dict[str, str] = {}  # source -> the table that gave up on it in this pass
-
-    @property
-    def ctx(self) -> Context:
-        return self.runner.ctx
-
-    def _say(self, table: str, message: str) -> None:
-        self.runner.on_event(table, message)
+        self._migrated_on: object = None  # the warehouse connection the migrations check passed on
 
     def _safe(self, text: str) -> str:
-        return redact(text, self.runner.config.secrets())
+        return redact(text, self.config.secrets())
 
-    def run_table(self, table: TableConfig) -> TableOutcome:
-        dead = self.dead_sources.get(table.source)
-        if dead is not None:
+    def run(self, request: RunRequest) -> TableOutcome:
+        table = self.config.table(request.table)
+        dead = self.state.source_down(table.source)
+        if dead is not None and dead != table.name and request.extract:
             return self._source_down(table, dead)
         attempts = self.policy.attempts
         timeout = table.timeout_interval
@@ -190,15 +224,15 @@ class Retrier:
             started = datetime.now(UTC)
             dog = Watchdog(self.ctx, deadline - time.monotonic()) if deadline is not None else None
             try:
-                outcome = self._attempt(table, attempt)
+                outcome = self._attempt(request, table, attempt)
             finally:
                 if dog is not None:
                     dog.stop()
             outcome.attempts = attempt
             if outcome.status != "failed":
                 if attempt > 1:
-                    self._say(table.name, f"{outcome.status} on attempt {attempt} of {attempts}")
-                self._keep_failures_visible(table, failed, outcome)
+                    self.on_event(SucceededAfterRetry(table.name, outcome.status, attempt, attempts))
+                self._keep_failures_visible(failed, outcome)
                 return outcome
             timed_out = dog is not None and dog.fired
             kind = classify(outcome.error)
@@ -210,27 +244,28 @@ class Retrier:
                 why = "not retried: trying again does not help; fix the cause and run again"
             elif attempt >= attempts:
                 why = f"gave up after {attempts} attempts (retries.attempts)"
-            elif self.stop.is_set():
+            elif self.state.stop.is_set():
                 why = "stopping: not retried"
             elif deadline is not None and time.monotonic() + delay >= deadline:
                 why = f"not retried: the next attempt would start after the table's timeout ({table.timeout})"
-            detail = f"attempt {attempt} of {attempts} failed ({'timed out' if timed_out else kind}): {outcome.message}"
+            shown = "timed out" if timed_out else kind
+            detail = f"attempt {attempt} of {attempts} failed ({shown}): {outcome.message}"
             note = Note(table.name, table.mode, attempt, self._safe(f"{detail}; {why or f'retrying in {delay:.1f}s'}"),
                         started, datetime.now(UTC), outcome.current_run)
             failed.append(note)
-            self.notes.append(note)
+            self.state.add_note(note)
             self.flush()
-            self._say(table.name, note.message)
             if why:
-                if kind == "transient" and not timed_out and _cannot_connect(outcome.error):
-                    self.dead_sources[table.source] = table.name  # the pass's other tables fail at once
-                if attempts > 1 or timed_out or kind == "transient":
+                if kind == "transient" and not timed_out and isinstance(outcome.error, SourceUnreachable):
+                    self.state.mark_source_down(table.source, table.name)
+                if attempt > 1 or timed_out or kind == "transient":
                     outcome.message = self._safe(f"{outcome.message} [attempt {attempt} of {attempts}; {why}]")
-                self._keep_failures_visible(table, failed, outcome)
+                self._keep_failures_visible(failed, outcome)
                 self._report_unrecorded(table)
                 return outcome
+            self.on_event(AttemptFailed(table.name, attempt, attempts, shown, outcome.message, delay))
             self.ctx.close()  # every attempt starts on fresh connections
-            if self.stop.wait(delay):
+            if self.state.stop.wait(delay):
                 outcome.message = self._safe(f"{outcome.message} [attempt {attempt} of {attempts}; stopping]")
                 return outcome
 
@@ -238,31 +273,43 @@ class Retrier:
         """A table whose source did not answer for an earlier table of this pass, through all its
         attempts: fail it at once (and say so in the run ledger) instead of waiting again."""
         now = datetime.now(UTC)
-        why = self._safe(f"not run: source {table.source!r} did not answer {first}'s {self.policy.attempts} "
-                         "attempt(s) in this pass; run again when it is back")
-        message = f"{table.name}: {why}"
-        note = Note(table.name, table.mode, 1, message, now, now)
-        self.notes.append(note)
+        message = self._safe(f"{table.name}: not run: source {table.source!r} did not answer {first}'s "
+                             f"{self.policy.attempts} attempt(s) in this pass; run again when it is back")
+        self.state.add_note(Note(table.name, table.mode, 1, message, now, now))
         self.flush()
-        self._say(table.name, why)
-        return TableOutcome(table.name, "failed", message=message, error=SourceError(message))
+        return TableOutcome(table.name, "failed", message=message, error=SourceUnreachable(message))
 
-    def _attempt(self, table: TableConfig, attempt: int) -> TableOutcome:
-        self.runner.attempt = attempt
+    def _attempt(self, request: RunRequest, table: TableConfig, attempt: int) -> TableOutcome:
         try:
-            if self.check_migrations:
-                migrations.require_current(self.ctx.warehouse, self.runner.config.warehouse.control_schema)
-            return self.runner.run_table(table)
+            self._check_migrations()
+            control = self.ctx.control
+            if not control.try_lock(table.name):
+                raise LockBusy(f"{table.name}: another run holds this table's lock; skipped")
+        except LockBusy as exc:
+            return TableOutcome(table.name, "skipped", message=str(exc))
         except (BronzelineError, psycopg.Error) as exc:
-            # Before the table's try block: the warehouse could not be reached, or is not migrated.
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            # The warehouse could not be reached, or is not migrated.
+            text = _first_line(exc)
             message = text if isinstance(exc, BronzelineError) else f"{table.name}: database error: {text}"
             return TableOutcome(table.name, "failed", message=self._safe(message), error=detached(exc))
+        try:
+            return self.table_run.attempt(request, attempt)
+        finally:
+            with contextlib.suppress(psycopg.Error, BronzelineError):
+                # A lost connection took the lock with it (and WarehouseError: it cannot be reopened).
+                control.unlock(table.name)
+
+    def _check_migrations(self) -> None:
+        """Once per warehouse connection: the control schema is at this version's migrations."""
+        conn = self.ctx.warehouse
+        if self._migrated_on is not conn:
+            migrations.require_current(conn, self.config.warehouse.control_schema)
+            self._migrated_on = conn
 
     # ------------------------------------------------------------------ the run ledger
     def flush(self) -> None:
         """Write the failures not yet in the run ledger; keep them when the warehouse is still away."""
-        pending = [n for n in self.notes if not n.recorded]
+        pending = self.state.unrecorded()
         if not pending:
             return
         try:
@@ -278,9 +325,10 @@ class Retrier:
         except (BronzelineError, psycopg.Error):
             self.ctx.close()
         finally:
-            self.notes[:] = [n for n in self.notes if not n.recorded]
+            with self.state.lock:
+                self.state.notes[:] = [n for n in self.state.notes if not n.recorded]
 
-    def _keep_failures_visible(self, table: TableConfig, failed: list[Note], outcome: TableOutcome) -> None:
+    def _keep_failures_visible(self, failed: list[Note], outcome: TableOutcome) -> None:
         """A failed attempt's batch may be loaded by a later attempt, which marks its row loaded: record
         the failure in a row of its own so that it stays in the history."""
         reloaded = [n for n in failed if n.recorded and n.run_id is not None and n.run_id in outcome.runs]
@@ -298,23 +346,14 @@ class Retrier:
             self.ctx.close()
 
     def _report_unrecorded(self, table: TableConfig) -> None:
-        left = [n for n in self.notes if n.table == table.name and not n.recorded]
+        left = self.state.unrecorded(table.name)
         if left:
-            self._say(table.name, f"{len(left)} failed attempt(s) not yet in the run ledger (the warehouse is "
-                                  "unreachable); they are written when it is back")
+            self.on_event(Unrecorded(table.name, len(left)))
 
 
-def _cannot_connect(error: BaseException | None) -> bool:
-    """Did the attempt fail to open its source connection (rather than fail inside a run)?"""
-    return isinstance(error, SourceError) and str(error).startswith("cannot connect to")
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
-def run_tables(runner: Runner, names: list[str] | None = None, *, stop: threading.Event | None = None,
-               ) -> list[TableOutcome]:
-    """`bronzeline run`: each table once, with the config's retries and timeouts."""
-    retrier = Retrier(runner, stop=stop)
-    outcomes = runner.run(names, retrier.run_table)
-    for note in retrier.notes:
-        if not note.recorded:
-            runner.on_event(note.table, f"not in the run ledger (the warehouse was unreachable): {note.message}")
-    return outcomes
+__all__ = ["Attempts", "Note", "PassState", "SourceError", "backoff", "classify"]

@@ -1,0 +1,112 @@
+"""What happened during a run, as typed events. Stages emit them; the edges (CLI, scheduler, status
+page) render them, and tests assert on their fields instead of on message text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Event:
+    table: str
+
+    def render(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Extracting(Event):
+    window: str  # "(start, end]" or "a full snapshot"
+    path: str
+
+    def render(self) -> str:
+        return f"extracting {self.window} into {self.path}"
+
+
+@dataclass(frozen=True)
+class NoNewWindow(Event):
+    bound: datetime
+    holder: str | None
+
+    def render(self) -> str:
+        why = f" (held back by {self.holder})" if self.holder else ""
+        return f"no new window: the safe bound {self.bound} is not past the watermark{why}"
+
+
+@dataclass(frozen=True)
+class BoundHeldBack(Event):
+    seconds: float
+    holder: str
+
+    def render(self) -> str:
+        return f"bound held back {self.seconds:.1f}s by {self.holder}"
+
+
+@dataclass(frozen=True)
+class LoadingPending(Event):
+    path: str
+
+    def render(self) -> str:
+        return f"loading pending batch {self.path}"
+
+
+@dataclass(frozen=True)
+class LeftoverDeleted(Event):
+    path: str
+    why: str
+
+    def render(self) -> str:
+        return f"deleting {self.path}: {self.why}"
+
+
+@dataclass(frozen=True)
+class BatchRefused(Event):
+    path: str
+    why: str
+
+    def render(self) -> str:
+        return f"refusing {self.path}: {self.why}"
+
+
+@dataclass(frozen=True)
+class AttemptFailed(Event):
+    """An attempt failed and another one follows after `retry_in` seconds."""
+
+    attempt: int
+    attempts: int
+    kind: str  # transient | terminal | timed out
+    message: str
+    retry_in: float
+
+    def render(self) -> str:
+        return (f"attempt {self.attempt} of {self.attempts} failed ({self.kind}): {self.message}; "
+                f"retrying in {self.retry_in:.1f}s")
+
+
+@dataclass(frozen=True)
+class SucceededAfterRetry(Event):
+    status: str
+    attempt: int
+    attempts: int
+
+    def render(self) -> str:
+        return f"{self.status} on attempt {self.attempt} of {self.attempts}"
+
+
+@dataclass(frozen=True)
+class Unrecorded(Event):
+    count: int
+
+    def render(self) -> str:
+        return (f"{self.count} failed attempt(s) not yet in the run ledger (the warehouse is unreachable); "
+                "they are written when it is back")
+
+
+EventSink = Callable[[Event], None]
+Progress = Callable[[str, int], None]  # (table, bytes written so far)
+
+
+def ignore(event: Event) -> None:
+    """The default sink."""

@@ -1,0 +1,131 @@
+"""The one run path. `run`, `run -j`, `backfill`, `reseed`, `schedule` (and orchestrators) all call
+`run_tables`, which owns the workers, the per-table locks, the attempts and timeouts, and the
+migrations check (pipeline/attempts.py), around one attempt of one table (pipeline/table_run.py).
+
+Each worker has its own Context (its own source and warehouse connections); nothing is shared between
+workers but the config, the callbacks and the pass's state. The per-table advisory lock keeps one run
+of a table at a time, across workers and across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+
+import psycopg
+
+from bronzeline.config.models import Config
+from bronzeline.context import Context
+from bronzeline.errors import BronzelineError, ConfigError, MigrationError
+from bronzeline.events import EventSink, Progress
+from bronzeline.pipeline.attempts import Attempts, PassState, classify
+from bronzeline.pipeline.table_run import RunRequest, TableOutcome, TableRun
+from bronzeline.sources.base import Window
+from bronzeline.warehouse import migrations
+
+
+def run_tables(config: Config, requests: Sequence[str | RunRequest] | None = None, *, workers: int = 1,
+               on_event: EventSink | None = None, on_progress: Progress | None = None,
+               state: PassState | None = None, ctx: Context | None = None, debug: bool = False,
+               ride_out_warehouse_outage: bool = False) -> list[TableOutcome]:
+    """Each requested table once (all tables by default), `workers` at a time, with the config's
+    retries and timeouts. Outcomes come back in the order asked; failures are in them, not raised.
+    Raises when the warehouse is not migrated or refuses the login (nothing could run), and when it
+    does not answer — unless `ride_out_warehouse_outage` (the scheduler): then each table's attempts
+    retry and its failures are written to the ledger once the warehouse is back. `ctx` lends the
+    first worker its connections (a long-lived caller such as the scheduler); it stays open."""
+    asked = requests or [t.name for t in config.tables]
+    todo_list = [r if isinstance(r, RunRequest) else RunRequest(r) for r in asked]
+    todo_list = [replace(r, table=config.table(r.table).name) for r in todo_list]  # unknown names: ConfigError
+    state = state or PassState()  # a caller that passes its own starts each pass with state.new_pass()
+    first = ctx or Context(config)
+    try:
+        _require_migrated(first, ride_out_warehouse_outage)
+    except BaseException:
+        if ctx is None:
+            first.close()
+        raise
+    todo: queue.Queue[RunRequest] = queue.Queue()
+    for request in todo_list:
+        todo.put(request)
+    results: dict[str, TableOutcome] = {}
+    errors: list[BaseException] = []
+
+    def work(wctx: Context) -> None:
+        try:
+            with contextlib.nullcontext(wctx) if wctx is ctx else wctx:
+                attempts = Attempts(TableRun(wctx, on_event, on_progress, debug=debug), state)
+                while not state.stop.is_set():
+                    try:
+                        request = todo.get_nowait()
+                    except queue.Empty:
+                        return
+                    results[request.table] = attempts.run(request)
+                attempts.flush()
+        except BaseException as exc:  # surfaced in the calling thread
+            errors.append(exc)
+
+    count = max(1, min(workers, len(todo_list)))
+    if count == 1:
+        work(first)
+    else:
+        contexts = [first] + [Context(config) for _ in range(count - 1)]
+        threads = [threading.Thread(target=work, args=(c,), name=f"bronzeline-worker-{i}")
+                   for i, c in enumerate(contexts)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+    return [results[r.table] for r in todo_list if r.table in results]
+
+
+def _require_migrated(ctx: Context, ride_out_outage: bool) -> None:
+    try:
+        migrations.require_current(ctx.warehouse, ctx.config.warehouse.control_schema)
+    except MigrationError:
+        raise
+    except (BronzelineError, psycopg.Error) as exc:
+        if not ride_out_outage or classify(exc) == "terminal":
+            raise
+        ctx.close()
+
+
+def backfill(config: Config, name: str, since: datetime, until: datetime | None = None, *,
+             on_event: EventSink | None = None, debug: bool = False) -> TableOutcome:
+    """Move the watermark back to `since` (the next run re-reads from there); with `until`, run the
+    window (since, until] now and leave the watermark where it is."""
+    table = config.table(name)
+    if table.mode != "incremental":
+        raise ConfigError(f"{name} is a snapshot table: every run reloads it whole; use `bronzeline run {name}`")
+    if until is not None and until <= since:
+        raise ConfigError("--until must be later than --since")
+    request = (RunRequest(table.name, window=Window(since, until)) if until is not None
+               else RunRequest(table.name, rewind=True, rewind_to=since, extract=False))
+    [outcome] = run_tables(config, [request], on_event=on_event, debug=debug)
+    return outcome
+
+
+def reseed(config: Config, name: str, *, on_event: EventSink | None = None, debug: bool = False) -> TableOutcome:
+    """Back-fill all history: forget the watermark and run the table now, in one locked run."""
+    table = config.table(name)
+    request = RunRequest(table.name, rewind=table.mode == "incremental", rewind_to=None)
+    [outcome] = run_tables(config, [request], on_event=on_event, debug=debug)
+    return outcome
+
+
+def parse_timestamp(text: str, config: Config) -> datetime:
+    """ISO-8601; without an offset it is in the config's time zone."""
+    try:
+        value = datetime.fromisoformat(text.strip())  # accepts "T" or a space between date and time
+    except ValueError:
+        raise ConfigError(f"{text!r} is not an ISO-8601 timestamp; write e.g. 2026-11-01T00:00:00+03:00") from None
+    return value if value.tzinfo else value.replace(tzinfo=config.tz)
+
+
+__all__ = ["PassState", "RunRequest", "TableOutcome", "backfill", "parse_timestamp", "reseed", "run_tables"]
