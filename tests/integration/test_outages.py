@@ -304,6 +304,30 @@ def test_table_timeout_ends_a_slow_run_without_retrying(new_database: Any, tmp_p
     assert_parity(pipe)
 
 
+@pytest.mark.parametrize("command", [("backfill", "events", "--since", "2000-01-01T00:00:00Z", "--until",
+                                      "2100-01-01T00:00:00Z"), ("reseed", "events")])
+def test_backfill_until_and_reseed_share_the_run_path(new_database: Any, tmp_path: Path,
+                                                      command: tuple[str, ...]) -> None:
+    """They once bypassed retries, tables[].timeout and the migrations check: now the table's timeout
+    ends them like any run, and the next run completes the table."""
+    pipe = make(tmp_path, new_database(postgis=False), new_database(postgis=False), rows=300, delay=1.0)
+    pipe.write_config(TABLE + "    timeout: 1s\n", RETRIES)
+    proc = pipe.cli(*command)
+    assert proc.returncode == 1 and "run `bronzeline migrate`" in proc.stderr, proc.stderr
+    prepare(pipe)
+    pipe.write_config(TABLE + "    timeout: 1s\n", RETRIES)
+    started = time.monotonic()
+    proc = pipe.cli(*command)
+    assert proc.returncode == 1 and time.monotonic() - started < 6, proc.stderr
+    assert proc.stderr.count("error: events:") == 1 and "timed out after 1s" in proc.stderr, proc.stderr
+    [run] = history(pipe)
+    assert run[0] == "failed" and "timed out after 1s (tables[].timeout)" in run[3]
+    with pipe.src() as conn:
+        conn.execute("UPDATE src.knobs SET delay = 0")
+    assert [o.status for o in pipe.run()] == ["loaded"]
+    assert_parity(pipe)
+
+
 def test_statement_timeout_is_terminal(new_database: Any, tmp_path: Path) -> None:
     pipe = make(tmp_path, new_database(postgis=False), new_database(postgis=False), rows=300, delay=0.5)
     prepare(pipe)
