@@ -472,7 +472,7 @@ def prune(state: State, dry_run: bool, as_json: bool) -> None:
         if item.action == "delete":
             for name in item.files:
                 out.print(f"{verb} {name} ({item.why})", markup=False)
-        elif "less than" not in item.why:
+        elif item.reason != "young":
             out.print(f"kept {item.folder}/{item.table} run {item.run_id}: {item.why}", markup=False)
     files = sum(len(i.files) for i in report.deleted)
     size = sum(i.bytes for i in report.deleted)

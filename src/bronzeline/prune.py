@@ -22,6 +22,9 @@ from bronzeline.context import Context
 from bronzeline.store import batch
 
 Action = Literal["delete", "keep"]
+# Why, as a value callers can test: `young` batches are simply not due yet (the CLI does not list them).
+Reason = Literal["expired", "young", "not_in_ledger", "not_loaded", "not_failed", "window_not_reloaded",
+                 "no_later_snapshot"]
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Item:
     bytes: int
     action: Action
     why: str
+    reason: Reason
 
 
 @dataclass
@@ -86,38 +90,39 @@ def _prune_folder(ctx: Context, table: TableConfig, folder: str, cutoff: datetim
         run = runs.get(run_id)
         # data file first, manifest last: an interrupted prune leaves a manifest, never a bare data file
         keys = sorted(keys, key=lambda k: k.endswith(batch.MANIFEST_SUFFIX))
-        action, why = _decide(folder, run, cutoff, days, mark, last_loaded, run_id)
+        action, reason, why = _decide(folder, run, cutoff, days, mark, last_loaded, run_id)
         size = sum(store.size(k) for k in keys)
         if action == "delete" and not dry_run:
             for key in keys:
                 store.delete(key)
-        items.append(Item(folder, table.name, run_id, [store.display(k) for k in keys], size, action, why))
+        items.append(Item(folder, table.name, run_id, [store.display(k) for k in keys], size, action, why, reason))
     return items
 
 
 def _decide(folder: str, run: dict[str, Any] | None, cutoff: datetime, days: int, mark: datetime | None,
-            last_loaded: int | None, run_id: int) -> tuple[Action, str]:
+            last_loaded: int | None, run_id: int) -> tuple[Action, Reason, str]:
     if run is None:
-        return "keep", f"run {run_id} is not in the run ledger"
+        return "keep", "not_in_ledger", f"run {run_id} is not in the run ledger"
     finished = run["run_finished_at"]
     if folder == "processed":
         if run["status"] != "loaded":
-            return "keep", f"run {run_id} is {run['status']}, not loaded"
+            return "keep", "not_loaded", f"run {run_id} is {run['status']}, not loaded"
         if finished is None or finished > cutoff:
-            return "keep", f"loaded less than {days} day(s) ago"
-        return "delete", f"run {run_id} loaded {finished.isoformat()}, more than {days} day(s) ago"
+            return "keep", "young", f"loaded less than {days} day(s) ago"
+        return "delete", "expired", f"run {run_id} loaded {finished.isoformat()}, more than {days} day(s) ago"
     if run["status"] != "failed":
-        return "keep", f"run {run_id} is {run['status']}"
+        return "keep", "not_failed", f"run {run_id} is {run['status']}"
     if finished is None or finished > cutoff:
-        return "keep", f"failed less than {days} day(s) ago"
+        return "keep", "young", f"failed less than {days} day(s) ago"
     if run["mode"] == "incremental":
         end = run["window_end"]
         if end is None or mark is None or mark < end:
-            return "keep", f"its window has not been loaded since (the watermark is before {end})"
-        return "delete", f"run {run_id} failed {finished.isoformat()}; its window has been loaded since"
+            why = f"its window has not been loaded since (the watermark is before {end})"
+            return "keep", "window_not_reloaded", why
+        return "delete", "expired", f"run {run_id} failed {finished.isoformat()}; its window has been loaded since"
     if last_loaded is None or last_loaded < run_id:
-        return "keep", "no snapshot has been loaded since"
-    return "delete", f"run {run_id} failed {finished.isoformat()}; snapshot run {last_loaded} loaded since"
+        return "keep", "no_later_snapshot", "no snapshot has been loaded since"
+    return "delete", "expired", f"run {run_id} failed {finished.isoformat()}; snapshot run {last_loaded} loaded since"
 
 
 def _last_loaded_run(ctx: Context, table: TableConfig) -> int | None:
