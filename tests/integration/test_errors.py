@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +15,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from tests.cli import Result, invoke
 from tests.conftest import dsn_for
 from tests.integration.pipeline import Pipeline, drop_pipeline, make_pipeline, table_digest
 
@@ -39,15 +38,12 @@ tables:
 """
 
 
-def bronzeline(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """The CLI as a user runs it, without any database set up."""
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith("PG") and k not in {"BRONZELINE_CONFIG", "SOURCE_DSN", "WAREHOUSE_DSN"}}
-    return subprocess.run([sys.executable, "-m", "bronzeline.cli", *args], capture_output=True, text=True,
-                          timeout=60, cwd=cwd, env={**base, **(env or {})})
+def bronzeline(cwd: Path, *args: str, env: dict[str, str] | None = None) -> Result:
+    """The CLI as a user runs it (in process), without any database set up."""
+    return invoke(cwd, *args, env=env)
 
 
-def assert_clean_failure(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+def assert_clean_failure(proc: Result | subprocess.CompletedProcess[str], *needles: str) -> None:
     """Exit 1, `error: …` on stderr naming every needle, no traceback."""
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
     assert proc.stderr.startswith("error:"), proc.stderr
@@ -56,7 +52,7 @@ def assert_clean_failure(proc: subprocess.CompletedProcess[str], *needles: str) 
     assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
 
 
-def assert_no_secret(secret: str, *procs: subprocess.CompletedProcess[str]) -> None:
+def assert_no_secret(secret: str, *procs: Result | subprocess.CompletedProcess[str]) -> None:
     for proc in procs:
         assert secret not in proc.stdout, proc.args
         assert secret not in proc.stderr, proc.args
