@@ -9,6 +9,7 @@ The wheel carries no PostGIS: use the fleet schema with postgis=False against it
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import os
 import pwd
@@ -220,7 +221,7 @@ def _start(pgdata: Path, binaries: Path, user: str | None, port: int | None) -> 
             # The data directory (and this log) is removed on failure: keep the log's end.
             last = EmbeddedServerError(f"{exc}\nserver log:\n{text.strip()[-1500:]}")
             # Another process took the port between our probe and the bind: try another one.
-            if "Address already in use" not in text:
+            if port is not None or not _port_taken(chosen):
                 break
     assert last is not None
     raise last
@@ -278,6 +279,16 @@ def _free_port() -> int:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def _port_taken(port: int) -> bool:
+    """Is something else listening on `port` (decided by a bind, not by the server log's wording)?"""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+        return False
 
 
 def _run(argv: list[str], user: str | None) -> None:
