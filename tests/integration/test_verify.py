@@ -362,3 +362,26 @@ def test_roles_gate(pipeline: Pipeline, pg_admin_dsn: str) -> None:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
         with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
             admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_status_and_runs_json_shapes(scenario: Pipeline) -> None:
+    """`status --json` and `runs --json` keep their documented shapes (typed rows rendered at the edge)."""
+    status = json.loads(scenario.cli("status", "--json", check=True).stdout)
+    assert status["project"] == "fleet"
+    assert list(status["tables"][0]) == ["table", "mode", "last_loaded_at", "lag_seconds", "watermark",
+                                         "rows_loaded_last_run", "rows_skipped_last_run", "pending_files",
+                                         "incomplete_files", "failures_24h", "last_status", "last_error"]
+    devices = next(t for t in status["tables"] if t["table"] == "devices")
+    assert devices["last_loaded_at"].endswith("+00:00") and devices["watermark"] is None
+    assert devices["rows_loaded_last_run"] == 1 and devices["last_status"] == "loaded"
+
+    runs = json.loads(scenario.cli("runs", "--json", check=True).stdout)["runs"]
+    with scenario.wh() as wh:
+        columns = [r[0] for r in wh.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'dwh_control.extract_runs'::regclass "
+            "AND attnum > 0 AND NOT attisdropped ORDER BY attnum").fetchall()]
+    assert [r["run_id"] for r in runs] == [4, 3, 2, 1] and list(runs[0]) == columns
+    assert runs[0]["run_started_at"].endswith("+00:00") and isinstance(runs[0]["holdback_seconds"], float | None)
+    only = json.loads(scenario.cli("runs", "devices", "--limit", "1", "--json", check=True).stdout)["runs"]
+    assert [(r["table_name"], r["run_id"]) for r in only] == [("devices", 4)]
+    assert json.loads(scenario.cli("runs", "--failed", "--json", check=True).stdout)["runs"] == []
