@@ -54,7 +54,7 @@ class Databases:
 
 
 @pytest.fixture
-def new_database(pg_admin_dsn: str) -> Iterator[object]:
+def new_database(pg_admin_dsn: str) -> Iterator[Databases]:
     """A factory: new_database(postgis=True) -> DSN of a fresh database, dropped afterwards."""
     databases = Databases(pg_admin_dsn)
     yield databases
@@ -62,23 +62,27 @@ def new_database(pg_admin_dsn: str) -> Iterator[object]:
 
 
 @contextmanager
-def pipeline_in(admin_dsn: str, tmp: Any) -> Iterator[Any]:
-    """A source and a warehouse database with non-superuser logins, dropped on exit."""
+def pipeline_in(admin_dsn: str, tmp: Any, databases: Databases | None = None) -> Iterator[Any]:
+    """A source and a warehouse database with non-superuser logins; the logins are dropped on exit (and
+    the databases, unless `databases` is given: its owner drops them)."""
     from tests.integration.pipeline import drop_pipeline, make_pipeline
 
-    databases = Databases(admin_dsn)
+    owned = databases is None
+    made = Databases(admin_dsn) if databases is None else databases
     try:
-        pipe, roles = make_pipeline(admin_dsn, tmp, databases)
+        pipe, roles = make_pipeline(admin_dsn, tmp, made)
         try:
             yield pipe
         finally:
             drop_pipeline(admin_dsn, pipe, roles)
     finally:
-        databases.drop_all()
+        if owned:
+            made.drop_all()
 
 
 @pytest.fixture
-def pipeline(pg_admin_dsn: str, tmp_path: Any) -> Iterator[Any]:
-    """A source and a warehouse database with non-superuser logins (see tests/integration/pipeline.py)."""
-    with pipeline_in(pg_admin_dsn, tmp_path) as pipe:
+def pipeline(pg_admin_dsn: str, tmp_path: Any, new_database: Databases) -> Iterator[Any]:
+    """A source and a warehouse database with non-superuser logins (see tests/integration/pipeline.py).
+    Its logins are dropped before the databases new_database made (a test may point it at one of those)."""
+    with pipeline_in(pg_admin_dsn, tmp_path, new_database) as pipe:
         yield pipe
