@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -28,33 +29,60 @@ def dsn_for(admin_dsn: str, **overrides: str) -> str:
     return make_conninfo(**params)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def new_database(pg_admin_dsn: str) -> Iterator[object]:
-    """A factory: new_database(postgis=True) -> DSN of a fresh database, dropped afterwards."""
-    created: list[str] = []
+class Databases:
+    """Creates fresh databases on the test cluster and drops them all at the end."""
 
-    def make(postgis: bool = True) -> str:
+    def __init__(self, admin_dsn: str) -> None:
+        self.admin_dsn = admin_dsn
+        self.created: list[str] = []
+
+    def __call__(self, postgis: bool = True) -> str:
         name = f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        created.append(name)
-        dsn = dsn_for(pg_admin_dsn, dbname=name)
+        self.created.append(name)
+        dsn = dsn_for(self.admin_dsn, dbname=name)
         if postgis:
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION postgis")
         return dsn
 
-    yield make
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        for name in created:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    def drop_all(self) -> None:
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            for name in self.created:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture
-def pipeline(pg_admin_dsn: str, tmp_path: Any, new_database: Any) -> Iterator[Any]:
-    """A source and a warehouse database with non-superuser logins (see tests/integration/pipeline.py)."""
+def new_database(pg_admin_dsn: str) -> Iterator[Databases]:
+    """A factory: new_database(postgis=True) -> DSN of a fresh database, dropped afterwards."""
+    databases = Databases(pg_admin_dsn)
+    yield databases
+    databases.drop_all()
+
+
+@contextmanager
+def pipeline_in(admin_dsn: str, tmp: Any, databases: Databases | None = None) -> Iterator[Any]:
+    """A source and a warehouse database with non-superuser logins; the logins are dropped on exit (and
+    the databases, unless `databases` is given: its owner drops them)."""
     from tests.integration.pipeline import drop_pipeline, make_pipeline
 
-    pipe, roles = make_pipeline(pg_admin_dsn, tmp_path, new_database)
-    yield pipe
-    drop_pipeline(pg_admin_dsn, pipe, roles)
+    owned = databases is None
+    made = Databases(admin_dsn) if databases is None else databases
+    try:
+        pipe, roles = make_pipeline(admin_dsn, tmp, made)
+        try:
+            yield pipe
+        finally:
+            drop_pipeline(admin_dsn, pipe, roles)
+    finally:
+        if owned:
+            made.drop_all()
+
+
+@pytest.fixture
+def pipeline(pg_admin_dsn: str, tmp_path: Any, new_database: Databases) -> Iterator[Any]:
+    """A source and a warehouse database with non-superuser logins (see tests/integration/pipeline.py).
+    Its logins are dropped before the databases new_database made (a test may point it at one of those)."""
+    with pipeline_in(pg_admin_dsn, tmp_path, new_database) as pipe:
+        yield pipe

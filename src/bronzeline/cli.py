@@ -31,13 +31,13 @@ from bronzeline.config import Config, load_config
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError
 from bronzeline.events import Event
-from bronzeline.observe.page import human
-from bronzeline.observe.status import table_status
+from bronzeline.observe.status import TableStatus, table_status
 from bronzeline.pipeline import TableOutcome, parse_timestamp, run_tables
 from bronzeline.pipeline import backfill as run_backfill
 from bronzeline.pipeline import reseed as run_reseed
 from bronzeline.provision import migrate as run_migrate
 from bronzeline.redact import redact
+from bronzeline.text import first_line, human_duration, iso
 
 # Wide enough for the status table when stdout is a pipe or a file.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
@@ -79,7 +79,7 @@ def guarded(fn: Callable[..., T]) -> Callable[..., T]:
             secrets = state._config.secrets() if state._config else []
             if state.debug:
                 traceback.print_exc()
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            detail = first_line(exc)
             err.print(f"error: {redact(detail, secrets)} (run with --debug for details)", markup=False)
             sys.exit(1)
 
@@ -178,25 +178,27 @@ def status(state: State, as_json: bool) -> None:
     with Context(state.config) as ctx:
         rows = table_status(ctx)
     if as_json:
-        click.echo(json.dumps({"project": state.config.project, "tables": rows}, indent=2))
+        click.echo(json.dumps({"project": state.config.project, "tables": [r.as_json() for r in rows]}, indent=2))
         return
     _status_table(state.config.project, rows)
 
 
-def _status_table(project: str, rows: list[dict[str, Any]]) -> None:
+def _status_table(project: str, rows: list[TableStatus]) -> None:
     grid = Table(title=f"bronzeline — {project}")
     for col in ("table", "mode", "last loaded", "lag", "rows last run", "watermark", "pending", "failed 24h"):
         grid.add_column(col)
     for r in rows:
-        grid.add_row(r["table"], r["mode"], _short(r["last_loaded_at"]), human(r["lag_seconds"]),
-                     "" if r["rows_loaded_last_run"] is None else f"{r['rows_loaded_last_run']:,}",
-                     _short(r["watermark"]), str(r["pending_files"]),
-                     f"[red]{r['failures_24h']}[/red]" if r["failures_24h"] else "0")
+        pending = str(r.pending_files)
+        if r.incomplete_files:
+            pending += f" [yellow]+{r.incomplete_files} incomplete[/yellow]"
+        grid.add_row(r.table, r.mode, _short(r.last_loaded_at), human_duration(r.lag_seconds),
+                     _num(r.rows_loaded_last_run), _short(r.watermark), pending,
+                     f"[red]{r.failures_24h}[/red]" if r.failures_24h else "0")
     out.print(grid)
 
 
-def _short(iso: str | None) -> str:
-    return iso[:19].replace("T", " ") if iso else "—"
+def _short(value: datetime | None) -> str:
+    return value.isoformat(sep=" ", timespec="seconds")[:19] if value is not None else "—"
 
 
 @cli.command()
@@ -241,31 +243,24 @@ def runs(state: State, table: str | None, limit: int, as_json: bool, failed: boo
     if table:
         state.config.table(table)
     with Context(state.config) as ctx:
-        rows = ctx.control.recent_runs(table, limit if not failed else limit * 20)
-    if failed:
-        rows = [r for r in rows if r["status"] == "failed"][:limit]
+        rows = ctx.control.recent_runs(table, limit, failed_only=failed)
     if as_json:
-        click.echo(json.dumps({"runs": rows}, indent=2, default=lambda v: v.isoformat()))
+        click.echo(json.dumps({"runs": [r.as_json() for r in rows]}, indent=2))
         return
     grid = Table()
     for col in ("run", "table", "status", "try", "started", "window end", "extracted", "loaded", "skipped", "error"):
         grid.add_column(col)
     for r in rows:
-        status = f"[red]{r['status']}[/red]" if r["status"] == "failed" else r["status"]
-        grid.add_row(str(r["run_id"]), r["table_name"], status, str(r.get("attempts") or 1),
-                     _short(_iso(r["run_started_at"])), _short(_iso(r["window_end"])), _num(r["rows_extracted"]),
-                     _num(r["rows_loaded"]), _num(r["rows_skipped"]),
-                     (r["error_message"] or "")[:60].replace("[", r"\["))
+        status = f"[red]{r.status}[/red]" if r.status == "failed" else r.status
+        grid.add_row(str(r.run_id), r.table_name, status, str(r.attempts), _short(r.run_started_at),
+                     _short(r.window_end), _num(r.rows_extracted), _num(r.rows_loaded), _num(r.rows_skipped),
+                     (r.error_message or "")[:60].replace("[", r"\["))
     out.print(grid)
-    for r in (r for r in rows if r["status"] == "failed" and r["error_message"]):
-        start = _iso(r["window_start"]) or "-infinity"
-        window = f", window ({start}, {_iso(r['window_end'])}]" if r["window_end"] else ""
-        out.print(f"run {r['run_id']} ({r['table_name']}, attempt {r.get('attempts') or 1}, started "
-                  f"{_iso(r['run_started_at'])}{window}) failed: {r['error_message']}", markup=False)
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat() if value is not None else None
+    for r in (r for r in rows if r.status == "failed" and r.error_message):
+        start = iso(r.window_start) or "-infinity"
+        window = f", window ({start}, {iso(r.window_end)}]" if r.window_end else ""
+        out.print(f"run {r.run_id} ({r.table_name}, attempt {r.attempts}, started "
+                  f"{iso(r.run_started_at)}{window}) failed: {r.error_message}", markup=False)
 
 
 def _num(value: int | None) -> str:

@@ -20,6 +20,7 @@ from bronzeline.errors import (
     WarehouseUnreachable,
 )
 from bronzeline.redact import dsn_password, redact
+from bronzeline.text import first_line
 
 APPLICATION_NAME = "bronzeline"
 _STRICT_SSL = {"require", "verify-ca", "verify-full"}
@@ -92,7 +93,7 @@ def connect(
             cfg.dsn, autocommit=autocommit, connect_timeout=cfg.connect_timeout, application_name=app
         )
     except psycopg.Error as exc:
-        detail = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, [secret])
+        detail = redact(first_line(exc), [secret])
         if server_answers(cfg.dsn, cfg.connect_timeout):
             # The server accepts connections but refused this one: login, password, database or
             # pg_hba.conf. Another attempt would be refused the same way.

@@ -69,13 +69,16 @@ class Context:
             self._store = open_store(self.config.blob, self.config.base_dir, self.config.project)
         return self._store
 
-    def open_connections(self) -> list[psycopg.Connection[Any]]:
-        """The connections open right now. Safe to call from another thread (to send a cancel
-        request, as the per-table timeout does); it never opens or closes anything."""
-        conns: list[Any] = [self._warehouse, self._load]
-        with contextlib.suppress(RuntimeError):  # the dict changed while we looked: take what we saw
-            conns += [getattr(src, "conn", None) for src in list(self._sources.values())]
-        return [c for c in conns if isinstance(c, psycopg.Connection) and not c.closed]
+    def cancel_all(self) -> None:
+        """Cancel the queries in flight on every open connection (sources and warehouse). Safe to call
+        from another thread, as the per-table timeout does; it never opens or closes anything."""
+        with contextlib.suppress(RuntimeError):  # the dict changed while we looked: cancel what we saw
+            for src in list(self._sources.values()):
+                src.cancel()
+        for conn in (self._warehouse, self._load):
+            if conn is not None and not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    conn.cancel_safe(timeout=2.0)
 
     def close(self) -> None:
         for name in list(self._sources):

@@ -20,6 +20,8 @@ from typing import Any, Literal
 from bronzeline.config.models import TableConfig
 from bronzeline.context import Context
 from bronzeline.store import batch
+from bronzeline.text import iso
+from bronzeline.warehouse.control import RunRecord
 
 Action = Literal["delete", "keep"]
 # Why, as a value callers can test: `young` batches are simply not due yet (the CLI does not list them).
@@ -83,7 +85,10 @@ def _prune_folder(ctx: Context, table: TableConfig, folder: str, cutoff: datetim
     control = ctx.control
     runs = control.runs_by_id([batch.run_id_of(s) for s in stems])
     mark = control.watermark(table.name).last_extracted_at if table.mode == "incremental" else None
-    last_loaded = _last_loaded_run(ctx, table) if folder == "failed" and table.mode == "snapshot" else None
+    last_loaded = None
+    if folder == "failed" and table.mode == "snapshot":
+        last = control.last_loaded_run(table.name)
+        last_loaded = last.run_id if last else None
     items = []
     for stem, keys in sorted(stems.items(), key=lambda kv: batch.run_id_of(kv[0])):
         run_id = batch.run_id_of(stem)
@@ -99,33 +104,28 @@ def _prune_folder(ctx: Context, table: TableConfig, folder: str, cutoff: datetim
     return items
 
 
-def _decide(folder: str, run: dict[str, Any] | None, cutoff: datetime, days: int, mark: datetime | None,
+def _decide(folder: str, run: RunRecord | None, cutoff: datetime, days: int, mark: datetime | None,
             last_loaded: int | None, run_id: int) -> tuple[Action, Reason, str]:
     if run is None:
         return "keep", "not_in_ledger", f"run {run_id} is not in the run ledger"
-    finished = run["run_finished_at"]
+    finished = run.run_finished_at
     if folder == "processed":
-        if run["status"] != "loaded":
-            return "keep", "not_loaded", f"run {run_id} is {run['status']}, not loaded"
+        if run.status != "loaded":
+            return "keep", "not_loaded", f"run {run_id} is {run.status}, not loaded"
         if finished is None or finished > cutoff:
             return "keep", "young", f"loaded less than {days} day(s) ago"
-        return "delete", "expired", f"run {run_id} loaded {finished.isoformat()}, more than {days} day(s) ago"
-    if run["status"] != "failed":
-        return "keep", "not_failed", f"run {run_id} is {run['status']}"
+        return "delete", "expired", f"run {run_id} loaded {iso(finished)}, more than {days} day(s) ago"
+    if run.status != "failed":
+        return "keep", "not_failed", f"run {run_id} is {run.status}"
     if finished is None or finished > cutoff:
         return "keep", "young", f"failed less than {days} day(s) ago"
-    if run["mode"] == "incremental":
-        end = run["window_end"]
+    if run.mode == "incremental":
+        end = run.window_end
         if end is None or mark is None or mark < end:
-            why = f"its window has not been loaded since (the watermark is before {end})"
+            why = f"its window has not been loaded since (the watermark is before {iso(end)})"
             return "keep", "window_not_reloaded", why
-        return "delete", "expired", f"run {run_id} failed {finished.isoformat()}; its window has been loaded since"
+        return "delete", "expired", f"run {run_id} failed {iso(finished)}; its window has been loaded since"
     if last_loaded is None or last_loaded < run_id:
         return "keep", "no_later_snapshot", "no snapshot has been loaded since"
-    return "delete", "expired", f"run {run_id} failed {finished.isoformat()}; snapshot run {last_loaded} loaded since"
+    return "delete", "expired", f"run {run_id} failed {iso(finished)}; snapshot run {last_loaded} loaded since"
 
-
-def _last_loaded_run(ctx: Context, table: TableConfig) -> int | None:
-    rows = ctx.control.recent_runs(table.name, 50)
-    loaded = [int(r["run_id"]) for r in rows if r["status"] == "loaded"]
-    return max(loaded) if loaded else None

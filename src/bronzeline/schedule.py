@@ -24,6 +24,7 @@ from bronzeline.context import Context
 from bronzeline.errors import BronzelineError, ConfigError
 from bronzeline.events import Event, EventSink
 from bronzeline.pipeline import PassState, TableOutcome, run_tables
+from bronzeline.text import first_line
 
 Log = Callable[[str], None]
 _MAX_SLEEP = 1.0  # wake at least this often to notice stop()
@@ -101,7 +102,7 @@ class Scheduler:
             with Context(self.config) as ctx:
                 last = ctx.control.last_started([t.name for t in self.config.tables])
         except (BronzelineError, psycopg.Error) as exc:
-            self.log(f"cannot read the run ledger ({_first_line(exc)}); running every table")
+            self.log(f"cannot read the run ledger ({first_line(exc)}); running every table")
             last = {}
         tables = due(self.config, now, last)
         if not tables:
@@ -124,9 +125,9 @@ class Scheduler:
                                            ctx=ctx, ride_out_warehouse_outage=True)
                     self.log(describe(outcomes[-1]))
         except BronzelineError as exc:  # e.g. the warehouse is not migrated: say so, try again next time
-            self.log(f"error: {_first_line(exc)}")
+            self.log(f"error: {first_line(exc)}")
         except Exception as exc:  # never let one pass end the scheduler
-            self.log(f"internal error: {type(exc).__name__}: {_first_line(exc)}\n{traceback.format_exc()}")
+            self.log(f"internal error: {type(exc).__name__}: {first_line(exc)}\n{traceback.format_exc()}")
         self.outcomes += outcomes
         return outcomes
 
@@ -156,7 +157,3 @@ class Scheduler:
             self.log(f"{note.table}: not in the run ledger (the warehouse was unreachable): {note.message}")
         self.log("stopped")
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

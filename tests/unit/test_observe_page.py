@@ -22,7 +22,7 @@ CONFIG = Config.model_validate({
 def row(**over: Any) -> dict[str, Any]:
     base = {"table": "ph", "mode": "incremental", "last_loaded_at": "2026-01-01T10:00:00+00:00", "lag_seconds": 30.0,
             "watermark": "2026-01-01T09:59:30+00:00", "rows_loaded_last_run": 1200, "rows_skipped_last_run": 3,
-            "pending_files": 0, "failures_24h": 0, "last_status": "loaded", "last_error": None,
+            "pending_files": 0, "incomplete_files": 0, "failures_24h": 0, "last_status": "loaded", "last_error": None,
             "runs": {"extracting": 0, "uploaded": 0, "loaded": 4, "failed": 1}, "rows_inserted_total": 5000,
             "rows_skipped_total": 7, "seconds_since_load": 20.0, "last_run_seconds": 1.5, "cadence_seconds": 3600.0,
             "cadence_from": "schedule.cron"}
@@ -53,6 +53,8 @@ def test_page_escapes_names_and_errors_and_embeds_chart_data() -> None:
     assert evil not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "2026-01-01 13:00:20 EAT" in html  # times in the config's time zone
     assert "1 failed run(s) in 24 h" in html and 'class="pill fresh"' in html
+    assert "incomplete" not in html.split("<tbody>")[1].split("</tbody>")[0]
+    assert "2 incomplete" in page.render(CONFIG, {**data, "tables": [row(incomplete_files=2)]})
     embedded = re.search(r'<script id="bl-data" type="application/json">(.*?)</script>', html, re.S)
     assert embedded is not None
     payload = json.loads(embedded.group(1))
@@ -61,13 +63,14 @@ def test_page_escapes_names_and_errors_and_embeds_chart_data() -> None:
 
 
 def test_metrics_text_parses_and_says_down() -> None:
-    text = metrics.render("fleet", lambda: [row()]).decode()
+    text = metrics.render("fleet", lambda: [row(incomplete_files=2)]).decode()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in text_string_to_metric_families(text) for s in f.samples}
     assert samples[("bronzeline_up", ())] == 1
     assert samples[("bronzeline_rows_inserted_total", (("table", "ph"),))] == 5000
     assert samples[("bronzeline_runs", (("status", "failed"), ("table", "ph")))] == 1
     assert samples[("bronzeline_freshness_limit_seconds", (("table", "ph"),))] == 7200
+    assert samples[("bronzeline_incomplete_files", (("table", "ph"),))] == 2
 
     def down() -> list[dict[str, Any]]:
         raise OSError("no warehouse")

@@ -18,7 +18,7 @@ from bronzeline.fleet.config_text import write_demo_config
 from bronzeline.fleet.embedded import EmbeddedServer, embedded_server
 from bronzeline.fleet.schema import create_source_schema
 from bronzeline.fleet.simulator import burst, seed
-from bronzeline.observe.status import table_status
+from bronzeline.observe.status import TableStatus, table_status
 from bronzeline.pipeline import TableOutcome, run_tables
 from bronzeline.provision import migrate
 
@@ -31,7 +31,7 @@ class DemoResult:
     config_path: Path
     first_run: list[TableOutcome]
     second_run: list[TableOutcome]
-    status: list[dict[str, object]]
+    status: list[TableStatus]
     source_dsn: str
     warehouse_dsn: str
     stop_command: str | None  # set when the server was kept running

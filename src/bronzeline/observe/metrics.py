@@ -68,7 +68,9 @@ def table_metrics(rows: list[dict[str, Any]]) -> Iterator[Metric]:
             runs.add_metric([row["table"], status], float(row["runs"][status]))
     yield runs
     yield _gauge("bronzeline_failed_runs_24h", "failed runs started in the last 24 hours", rows, "failures_24h")
-    yield _gauge("bronzeline_pending_files", "batch files waiting in exports/", rows, "pending_files")
+    yield _gauge("bronzeline_pending_files", "complete batches waiting in exports/", rows, "pending_files")
+    yield _gauge("bronzeline_incomplete_files", "other files in exports/ (a data file without its manifest, "
+                 "temporary or foreign files)", rows, "incomplete_files")
     yield _gauge("bronzeline_last_run_duration_seconds", "duration of the last loaded run", rows, "last_run_seconds")
 
 

@@ -13,25 +13,16 @@ from bronzeline import __version__
 from bronzeline.config.models import Config
 from bronzeline.context import Context
 from bronzeline.observe import facts
+from bronzeline.text import human_duration
 
 PALETTE = ("#2563eb", "#059669", "#d97706", "#db2777", "#7c3aed", "#0891b2", "#dc2626", "#65a30d", "#475569")
 REFRESH_SECONDS = 60
 
 
 def gather(ctx: Context, history: int) -> dict[str, Any]:
-    row = ctx.warehouse.execute("SELECT now(), current_user").fetchone()
-    assert row is not None
+    session = ctx.control.session()
     return {"tables": facts.table_facts(ctx), "runs": facts.run_history(ctx, history),
-            "failures": facts.recent_failures(ctx), "now": row[0], "user": row[1]}
-
-
-def human(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if abs(seconds) >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.0f} s"
+            "failures": facts.recent_failures(ctx), "now": session.now, "user": session.user}
 
 
 def freshness(row: dict[str, Any]) -> tuple[str, str, float]:
@@ -44,7 +35,7 @@ def freshness(row: dict[str, Any]) -> tuple[str, str, float]:
         age = max(age, row["lag_seconds"])
     cadence = row.get("cadence_seconds")
     if not cadence:
-        return "unknown", f"{human(age)} ago", 0.0
+        return "unknown", f"{human_duration(age)} ago", 0.0
     fraction = min(age / (2 * cadence), 1.0)
     if age <= cadence:
         return "fresh", "fresh", fraction
@@ -69,24 +60,26 @@ def _table_rows(config: Config, tables: list[dict[str, Any]]) -> str:
         cls, label, fraction = freshness(row)
         age = row.get("seconds_since_load")
         limit = 2 * row["cadence_seconds"] if row.get("cadence_seconds") else None
-        lag = human(row["lag_seconds"]) if row.get("lag_seconds") is not None else "—"
+        lag = human_duration(row["lag_seconds"]) if row.get("lag_seconds") is not None else "—"
         fails = row["failures_24h"]
         out.append(f"""
       <tr class="state-{cls}">
         <td><span class="dot" style="background:{PALETTE[i % len(PALETTE)]}"></span><b>{escape(row['table'])}</b>
             <span class="mode">{escape(row['mode'])}</span></td>
         <td><div class="fresh"><span class="pill {cls}">{escape(label)}</span>
-            <span class="age">{'loaded ' + human(age) + ' ago' if age is not None else ''}</span></div>
-            <div class="bar" title="age against 2 × cadence ({human(limit)})"><i class="{cls}"
+            <span class="age">{'loaded ' + human_duration(age) + ' ago' if age is not None else ''}</span></div>
+            <div class="bar" title="age against 2 × cadence ({human_duration(limit)})"><i class="{cls}"
                  style="width:{fraction * 100:.1f}%"></i></div></td>
         <td title="the source-clock bound of the last loaded window">{lag}<br><small>{escape(
             _local(row.get('watermark'), config))}</small></td>
         <td class="num">{_num(row.get('rows_loaded_last_run'))}<br><small>{_num(row.get('rows_skipped_last_run'))}
             skipped</small></td>
         <td class="num">{_num(row['runs']['loaded'])}</td>
-        <td class="num{' warn' if row['pending_files'] else ''}">{row['pending_files']}</td>
+        <td class="num{' warn' if row['pending_files'] or row.get('incomplete_files') else ''}">{row['pending_files']}{
+            f"<br><small>{row['incomplete_files']} incomplete</small>" if row.get('incomplete_files') else ''}</td>
         <td class="num{' bad' if fails else ''}">{fails}</td>
-        <td>every {human(row.get('cadence_seconds'))}<br><small>{escape(_origin(row.get('cadence_from')))}</small></td>
+        <td>every {human_duration(row.get('cadence_seconds'))}<br><small>{escape(
+            _origin(row.get('cadence_from')))}</small></td>
       </tr>""")
     return "".join(out)
 

@@ -26,8 +26,9 @@ from bronzeline.config.models import Config
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError, ConfigError
 from bronzeline.observe import facts, metrics, page
-from bronzeline.observe.status import table_status
+from bronzeline.observe.status import status_json
 from bronzeline.redact import redact
+from bronzeline.text import first_line
 
 T = TypeVar("T")
 STATIC = Path(__file__).parent / "static"
@@ -84,7 +85,7 @@ class Reader:
                 raise
 
     def check(self) -> None:
-        self.read(lambda ctx: ctx.warehouse.execute("SELECT 1").fetchone())
+        self.read(lambda ctx: ctx.control.session())
 
     def close(self) -> None:
         with self._lock:
@@ -96,8 +97,7 @@ class _Unavailable(Exception):
 
 
 def _error_text(exc: Exception, config: Config) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return redact(text, config.secrets())
+    return redact(first_line(exc), config.secrets())
 
 
 def create_app(config: Config, *, role: str | None = None, history: int = 500) -> FastAPI:
@@ -127,7 +127,7 @@ def create_app(config: Config, *, role: str | None = None, history: int = 500) -
     @app.get("/api/status")
     def api_status() -> dict[str, Any]:
         with unavailable():
-            return {"project": config.project, "tables": reader.read(table_status)}
+            return {"project": config.project, "tables": reader.read(status_json)}
 
     @app.get("/api/runs")
     def api_runs(limit: int = Query(default=200, ge=1, le=5000)) -> dict[str, Any]:

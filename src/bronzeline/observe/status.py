@@ -2,64 +2,66 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import sql
-
 from bronzeline.context import Context
-from bronzeline.store import batch
+from bronzeline.store.pending import pending_batches
+from bronzeline.text import iso
 from bronzeline.warehouse import migrations
 
-_STATUS_SQL = """
-SELECT t.name,
-       w.last_extracted_at,
-       (SELECT max(r.run_finished_at) FROM {runs} r WHERE r.table_name = t.name AND r.status = 'loaded'),
-       (SELECT r.rows_loaded FROM {runs} r WHERE r.table_name = t.name AND r.status = 'loaded'
-         ORDER BY r.run_id DESC LIMIT 1),
-       (SELECT r.rows_skipped FROM {runs} r WHERE r.table_name = t.name AND r.status = 'loaded'
-         ORDER BY r.run_id DESC LIMIT 1),
-       (SELECT count(*) FROM {runs} r WHERE r.table_name = t.name AND r.status = 'failed'
-         AND r.run_started_at > now() - interval '24 hours'),
-       (SELECT r.status FROM {runs} r WHERE r.table_name = t.name ORDER BY r.run_id DESC LIMIT 1),
-       (SELECT r.error_message FROM {runs} r WHERE r.table_name = t.name ORDER BY r.run_id DESC LIMIT 1),
-       now()
-FROM unnest(%s::text[]) WITH ORDINALITY AS t(name, ord)
-LEFT JOIN {wm} w ON w.table_name = t.name
-ORDER BY t.ord
-"""
+
+@dataclass(frozen=True)
+class TableStatus:
+    table: str
+    mode: str
+    last_loaded_at: datetime | None
+    lag_seconds: float | None  # incremental: age of the watermark; snapshot: age of the last load
+    watermark: datetime | None
+    rows_loaded_last_run: int | None
+    rows_skipped_last_run: int | None
+    pending_files: int  # complete batches waiting in exports/ (the next run loads them)
+    incomplete_files: int  # other files in exports/: data without manifest, temporary or foreign files
+    failures_24h: int
+    last_status: str | None
+    last_error: str | None  # the latest run's error, when it failed
+
+    def as_json(self) -> dict[str, Any]:
+        """The `status --json` (and /api/status) shape: ISO-8601 times with their offset, numbers as numbers."""
+        return {
+            "table": self.table,
+            "mode": self.mode,
+            "last_loaded_at": iso(self.last_loaded_at),
+            "lag_seconds": self.lag_seconds,
+            "watermark": iso(self.watermark),
+            "rows_loaded_last_run": self.rows_loaded_last_run,
+            "rows_skipped_last_run": self.rows_skipped_last_run,
+            "pending_files": self.pending_files,
+            "incomplete_files": self.incomplete_files,
+            "failures_24h": self.failures_24h,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+        }
 
 
-def table_status(ctx: Context) -> list[dict[str, Any]]:
+def table_status(ctx: Context) -> list[TableStatus]:
     config = ctx.config
-    ctl = sql.Identifier(config.warehouse.control_schema)
-    query = sql.SQL(_STATUS_SQL).format(runs=sql.SQL("{}.extract_runs").format(ctl),
-                                        wm=sql.SQL("{}.extract_watermarks").format(ctl))
     migrations.require_current(ctx.warehouse, config.warehouse.control_schema)
-    names = [t.name for t in config.tables]
-    rows = ctx.warehouse.execute(query, (names,)).fetchall()
+    ledger = ctx.control.statuses([t.name for t in config.tables])
     out = []
-    for table, row in zip(config.tables, rows, strict=True):
-        _, watermark, last_loaded, rows_loaded, rows_skipped, failures, last_status, last_error, now = row
-        assert isinstance(now, datetime)
-        reference = watermark if table.mode == "incremental" else last_loaded
-        lag = (now - reference).total_seconds() if isinstance(reference, datetime) else None
-        pending = [k for k in ctx.store.list(batch.exports_dir(table.name)) if k.endswith(batch.MANIFEST_SUFFIX)]
-        out.append({
-            "table": table.name,
-            "mode": table.mode,
-            "last_loaded_at": _iso(last_loaded),
-            "lag_seconds": round(lag, 3) if lag is not None else None,
-            "watermark": _iso(watermark),
-            "rows_loaded_last_run": rows_loaded,
-            "rows_skipped_last_run": rows_skipped,
-            "pending_files": len(pending),
-            "failures_24h": failures,
-            "last_status": last_status,
-            "last_error": last_error if last_status == "failed" else None,
-        })
+    for table, row in zip(config.tables, ledger, strict=True):
+        reference = row.watermark if table.mode == "incremental" else row.last_loaded_at
+        lag = round((row.now - reference).total_seconds(), 3) if reference is not None else None
+        pending = pending_batches(ctx.store, table.name)
+        out.append(TableStatus(
+            table=table.name, mode=table.mode, last_loaded_at=row.last_loaded_at, lag_seconds=lag,
+            watermark=row.watermark, rows_loaded_last_run=row.rows_loaded_last_run,
+            rows_skipped_last_run=row.rows_skipped_last_run, pending_files=pending.complete,
+            incomplete_files=pending.incomplete, failures_24h=row.failures_24h, last_status=row.last_status,
+            last_error=row.last_error))
     return out
 
 
-def _iso(value: object) -> str | None:
-    return value.isoformat() if isinstance(value, datetime) else None
+def status_json(ctx: Context) -> list[dict[str, Any]]:
+    return [row.as_json() for row in table_status(ctx)]

@@ -28,7 +28,9 @@ from bronzeline.observe.cadence import Cadence, table_cadence
 from bronzeline.observe.probe import TableProbe
 from bronzeline.observe.verify_data import Result, Status
 from bronzeline.redact import redact
-from bronzeline.sources.postgres import TIMESTAMP_TYPES, PostgresSource
+from bronzeline.sources.base import ServerInfo
+from bronzeline.sources.postgres import TIMESTAMP_TYPES
+from bronzeline.text import first_line, iso
 from bronzeline.warehouse import ddl, migrations
 
 STAGES = ("pre-deploy", "first-run", "steady")
@@ -82,8 +84,7 @@ class Verifier:
         try:
             status, detail, numbers = check()
         except (BronzelineError, psycopg.Error, OSError) as exc:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            status, detail, numbers = "fail", f"could not check: {text}", {}
+            status, detail, numbers = "fail", f"could not check: {first_line(exc)}", {}
         self.gates.append(Gate(stage, gate, subject, status, redact(detail, self.secrets), numbers))
         return status
 
@@ -99,7 +100,7 @@ class Verifier:
             self.add("pre-deploy", "store_writable", "blob", self._store)
         if self.config.warehouse.connection in self.down:
             return self.report()
-        control_missing = self._control_missing()
+        control_missing = not self.ctx.control.exists()
         if "pre-deploy" in self.stages or control_missing:
             self.add("pre-deploy", "migrations", self.config.warehouse.control_schema, self._migrations)
         if control_missing:
@@ -121,12 +122,6 @@ class Verifier:
         order = {s: i for i, s in enumerate(STAGES)}
         return VerifyReport(self.config.project, sorted(self.gates, key=lambda g: order[g.stage]))
 
-    def _control_missing(self) -> bool:
-        row = self.ctx.warehouse.execute("SELECT to_regclass(%s) IS NULL", (
-            sql.Identifier(self.config.warehouse.control_schema, "extract_runs").as_string(self.ctx.warehouse),
-        )).fetchone()
-        return bool(row and row[0])
-
     def _probe(self, table: TableConfig) -> TableProbe:
         if table.name not in self.probes:
             self.probes[table.name] = TableProbe(self.ctx, table)
@@ -137,19 +132,20 @@ class Verifier:
         start = time.monotonic()
         try:
             if name == self.config.warehouse.connection:
-                conn = self.ctx.warehouse
+                row = self.ctx.warehouse.execute(
+                    "SELECT current_user, current_setting('server_version'), pg_is_in_recovery()").fetchone()
+                assert row is not None
+                info: ServerInfo | None = ServerInfo(str(row[0]), str(row[1]), bool(row[2]))
             else:
-                source = self.ctx.source(name)
-                if not isinstance(source, PostgresSource):
-                    return "skip", "not a PostgreSQL connection", {}
-                conn = source.conn
+                info = self.ctx.source(name).server_info()
         except BronzelineError as exc:
             return "fail", str(exc), {}
-        row = conn.execute("SELECT current_user, current_setting('server_version'), pg_is_in_recovery()").fetchone()
-        assert row is not None
-        numbers = {"user": row[0], "server_version": row[1], "in_recovery": row[2],
+        if info is None:
+            return "skip", "not a database connection", {}
+        numbers = {"user": info.user, "server_version": info.version, "in_recovery": info.in_recovery,
                    "milliseconds": round((time.monotonic() - start) * 1000, 1)}
-        return "pass", f"connected as {row[0]} (PostgreSQL {row[1]}{', a replica' if row[2] else ''})", numbers
+        replica = ", a replica" if info.in_recovery else ""
+        return "pass", f"connected as {info.user} (PostgreSQL {info.version}{replica})", numbers
 
     def _store(self) -> Result:
         store = self.ctx.store
@@ -247,24 +243,18 @@ class Verifier:
         return "pass", f"{len(columns)} columns agree with bronze", numbers
 
     def _seeded(self, table: TableConfig) -> Result:
-        row = self.ctx.warehouse.execute(sql.SQL("SELECT last_extracted_at FROM {} WHERE table_name = %s").format(
-            sql.Identifier(self.config.warehouse.control_schema, "extract_watermarks")), (table.name,)).fetchone()
-        if row is None:
+        found = self.ctx.control.find_watermark(table.name)
+        if found is None:
             return "fail", "no watermark row; run `bronzeline migrate`", {"seeded": False}
-        mark = row[0].isoformat() if row[0] else None
+        mark = iso(found.last_extracted_at)
         return "pass", f"watermark row present ({mark or 'nothing loaded yet'})", {"seeded": True, "watermark": mark}
 
     def _visibility(self, table: TableConfig) -> Result:
         if table.lookback:
             return "pass", f"lookback {table.lookback} re-reads below the watermark", {"lookback": table.lookback}
-        probe = self._probe(table)
-        row = probe.src.execute(
-            "SELECT current_user, pg_is_in_recovery(), (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
-            "pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), "
-            "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND backend_type = 'client backend' AND pid <> pg_backend_pid())").fetchone()
-        assert row is not None
-        user, recovery, superuser, stats, sessions = row
+        seen = self.ctx.source(table.source).visibility()
+        user, recovery, superuser, stats = seen.user, seen.in_recovery, seen.superuser, seen.read_all_stats
+        sessions = seen.other_sessions
         numbers = {"user": user, "in_recovery": recovery, "superuser": superuser, "pg_read_all_stats": stats,
                    "other_sessions": sessions}
         if recovery:
@@ -277,14 +267,9 @@ class Verifier:
 
     def _watermark_index(self, table: TableConfig) -> Result:
         rel = table.source_relation
-        if rel is None:
+        count = self.ctx.source(table.source).watermark_indexes(table)
+        if rel is None or count is None:
             return "skip", "a query: index the watermark column of the table behind it", {}
-        probe = self._probe(table)
-        row = probe.src.execute(
-            "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-            "WHERE i.indrelid = to_regclass(%s) AND a.attname = %s AND i.indpred IS NULL",
-            (sql.Identifier(*rel).as_string(probe.src), table.watermark)).fetchone()
-        count = int(row[0]) if row else 0
         if count:
             return "pass", f"{count} index(es) lead with {table.watermark}", {"indexes": count}
         return "warn", (f"no index leads with {table.watermark} at the source: every run scans the whole table; "

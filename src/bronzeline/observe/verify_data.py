@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
-
-from psycopg import sql
 
 from bronzeline.config.models import TableConfig
 from bronzeline.context import Context
 from bronzeline.observe.cadence import Cadence
 from bronzeline.observe.probe import TableProbe
-from bronzeline.store import batch
+from bronzeline.store.pending import pending_batches
+from bronzeline.text import first_line, human_duration, iso
 
 Status = Literal["pass", "fail", "warn", "skip"]
 Result = tuple[Status, str, dict[str, Any]]
@@ -21,24 +20,10 @@ GEOMETRY_SAMPLE = 200
 _SRID = re.compile(r",\s*(\d+)\)$")
 
 
-def _ctl(ctx: Context, name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(ctx.config.warehouse.control_schema), sql.Identifier(name))
-
-
-def _ago(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.0f} s"
-
-
 # ------------------------------------------------------------------------------------ first run
 def loaded_run(ctx: Context, table: TableConfig) -> Result:
-    row = ctx.warehouse.execute(sql.SQL(
-        "SELECT count(*) FILTER (WHERE status = 'loaded'), count(*), max(run_id) FILTER (WHERE status = 'loaded') "
-        "FROM {} WHERE table_name = %s").format(_ctl(ctx, "extract_runs")), (table.name,)).fetchone()
-    assert row is not None
-    loaded, total, last = int(row[0]), int(row[1]), row[2]
+    runs = ctx.control.loaded_runs(table.name)
+    loaded, total, last = runs.loaded, runs.total, runs.last_loaded_run
     numbers = {"loaded_runs": loaded, "runs": total, "last_loaded_run": last}
     if loaded:
         return "pass", f"{loaded} loaded run(s) of {total}; last loaded run {last}", numbers
@@ -52,22 +37,23 @@ def parity(probe: TableProbe) -> Result:
         if last is None:
             return "skip", "no loaded snapshot yet", {}
         bronze = probe.bronze_rows()
-        expected = int(last["rows_extracted"] or 0)
+        expected = last.rows_extracted or 0
         source_now = probe.source_rows()
-        numbers = {"source_rows_at_load": expected, "bronze_rows": bronze, "source_rows_now": source_now,
-                   "run_id": last["run_id"]}
+        numbers: dict[str, Any] = {"source_rows_at_load": expected, "bronze_rows": bronze,
+                                   "source_rows_now": source_now, "run_id": last.run_id}
         if bronze == expected:
-            return "pass", f"bronze has the {bronze:,} rows the source had at load (run {last['run_id']})", numbers
-        return "fail", (f"bronze has {bronze:,} rows, the source had {expected:,} when run {last['run_id']} loaded "
+            return "pass", f"bronze has the {bronze:,} rows the source had at load (run {last.run_id})", numbers
+        return "fail", (f"bronze has {bronze:,} rows, the source had {expected:,} when run {last.run_id} loaded "
                         f"it; run `bronzeline run {table.name}` to reload the snapshot"), numbers
     bound = probe.watermark()
     if bound is None:
         return "skip", "no watermark yet (nothing loaded)", {}
     source = probe.source_rows(high=bound)
     bronze = probe.bronze_rows(high=bound)
-    numbers = {"source_rows": source, "bronze_rows": bronze, "difference": bronze - source, "bound": bound.isoformat()}
+    numbers = {"source_rows": source, "bronze_rows": bronze, "difference": bronze - source,
+               "bound": iso(bound)}
     if source == bronze:
-        return "pass", f"{source:,} rows on both sides up to the watermark {bound.isoformat()}", numbers
+        return "pass", f"{source:,} rows on both sides up to the watermark {iso(bound)}", numbers
     if bronze < source:
         how = (f"bronze is missing {source - bronze:,} row(s) the source has up to the watermark; "
                f"run `bronzeline backfill {table.name} --since <before the gap>` then `bronzeline run {table.name}`")
@@ -118,70 +104,63 @@ def geometry(probe: TableProbe) -> Result:
 
 
 def exports_empty(ctx: Context, table: TableConfig) -> Result:
-    files = [k.rsplit("/", 1)[-1] for k in ctx.store.list(batch.exports_dir(table.name))]
-    numbers = {"files": len(files)}
-    if not files:
+    """Nothing waits in exports/: counted as `status` counts it (complete batches and incomplete files)."""
+    pending = pending_batches(ctx.store, table.name)
+    numbers = {"files": pending.files, "complete_batches": pending.complete, "incomplete_files": pending.incomplete}
+    if not pending.files:
         return "pass", "exports/ is empty", numbers
-    shown = ", ".join(files[:3]) + (" …" if len(files) > 3 else "")
-    return "fail", (f"{len(files)} file(s) left in exports/{table.name}/ ({shown}); `bronzeline run {table.name}` "
-                    "loads them (a batch that does not match its manifest moves to failed/)"), numbers
+    shown = ", ".join(pending.names[:3]) + (" …" if len(pending.names) > 3 else "")
+    what = []
+    if pending.complete:
+        what.append(f"{pending.complete} complete batch(es) not loaded yet: `bronzeline run {table.name}` loads "
+                    "them (a batch that does not match its manifest moves to failed/)")
+    if pending.incomplete:
+        what.append(f"{pending.incomplete} incomplete file(s) (a data file without its manifest is a write that "
+                    f"did not finish): `bronzeline run {table.name}` deletes them and re-extracts their window")
+    return "fail", f"{pending.files} file(s) left in exports/{table.name}/ ({shown}); " + "; ".join(what), numbers
 
 
 def accounting(ctx: Context) -> Result:
-    runs = _ctl(ctx, "extract_runs")
-    counted = ctx.warehouse.execute(sql.SQL(
-        "SELECT count(*) FROM {} WHERE status = 'loaded' OR rows_loaded IS NOT NULL OR rows_skipped IS NOT NULL"
-    ).format(runs)).fetchone()
-    bad = ctx.warehouse.execute(sql.SQL(
-        "SELECT run_id, table_name, rows_extracted, rows_loaded, rows_skipped FROM {} "
-        "WHERE (status = 'loaded' OR rows_loaded IS NOT NULL OR rows_skipped IS NOT NULL) "
-        "AND rows_extracted IS DISTINCT FROM rows_loaded + rows_skipped ORDER BY run_id").format(runs)).fetchall()
-    numbers = {"runs_checked": int(counted[0]) if counted else 0, "mismatched": len(bad),
-               "mismatched_runs": [int(r[0]) for r in bad[:20]]}
+    check = ctx.control.accounting()
+    bad = check.mismatched
+    numbers = {"runs_checked": check.runs_checked, "mismatched": len(bad),
+               "mismatched_runs": [r.run_id for r in bad[:20]]}
     if not bad:
-        return "pass", f"rows_extracted = rows_loaded + rows_skipped in all {numbers['runs_checked']} runs", numbers
+        return "pass", f"rows_extracted = rows_loaded + rows_skipped in all {check.runs_checked} runs", numbers
     first = bad[0]
-    return "fail", (f"{len(bad)} run(s) do not account for their rows, e.g. run {first[0]} ({first[1]}): extracted "
-                    f"{first[2]}, loaded {first[3]}, skipped {first[4]}; investigate, then `bronzeline backfill` "
-                    "the window"), numbers
+    return "fail", (f"{len(bad)} run(s) do not account for their rows, e.g. run {first.run_id} ({first.table_name}): "
+                    f"extracted {first.rows_extracted}, loaded {first.rows_loaded}, skipped {first.rows_skipped}; "
+                    "investigate, then `bronzeline backfill` the window"), numbers
 
 
 # --------------------------------------------------------------------------------- steady state
 def freshness(ctx: Context, table: TableConfig, cadence: Cadence) -> Result:
-    row = ctx.warehouse.execute(sql.SQL(
-        "SELECT extract(epoch FROM now() - (SELECT max(run_finished_at) FROM {runs} "
-        "  WHERE table_name = %s AND status = 'loaded')), "
-        "extract(epoch FROM now() - (SELECT last_extracted_at FROM {wm} WHERE table_name = %s))").format(
-        runs=_ctl(ctx, "extract_runs"), wm=_ctl(ctx, "extract_watermarks")), (table.name, table.name)).fetchone()
-    assert row is not None
-    age = float(row[0]) if row[0] is not None else None
-    lag = float(row[1]) if row[1] is not None and table.mode == "incremental" else None
+    found = ctx.control.freshness(table.name)
+    age = found.seconds_since_load
+    lag = found.watermark_age_seconds if table.mode == "incremental" else None
     limit = 2 * cadence.seconds
     numbers = {"seconds_since_load": age, "watermark_lag_seconds": lag, "limit_seconds": limit,
                "cadence_seconds": cadence.seconds, "cadence_from": cadence.origin}
     if age is None:
         return "fail", f"never loaded; run `bronzeline run {table.name}`", numbers
     worst = max(age, lag or 0.0)
-    text = f"last load {_ago(age)} ago" + (f", watermark {_ago(lag)} old" if lag is not None else "")
+    text = f"last load {human_duration(age)} ago"
+    if lag is not None:
+        text += f", watermark {human_duration(lag)} old"
     if worst <= limit:
-        return "pass", f"{text}; limit {_ago(limit)} = 2 × cadence ({cadence.origin})", numbers
+        return "pass", f"{text}; limit {human_duration(limit)} = 2 × cadence ({cadence.origin})", numbers
     why = "" if age > limit else " (a long source transaction holds the bound back, or runs load no new window)"
-    return "fail", (f"{text}{why}: older than {_ago(limit)} = 2 × cadence ({cadence.origin}); check the "
+    return "fail", (f"{text}{why}: older than {human_duration(limit)} = 2 × cadence ({cadence.origin}); check the "
                     f"scheduler and `bronzeline runs {table.name}`"), numbers
 
 
 def failures_24h(ctx: Context, table: TableConfig) -> Result:
-    row = ctx.warehouse.execute(sql.SQL(
-        "SELECT count(*), (array_agg(error_message ORDER BY run_id DESC))[1], max(run_id) FROM {} "
-        "WHERE table_name = %s AND status = 'failed' AND run_started_at > now() - interval '24 hours'").format(
-        _ctl(ctx, "extract_runs")), (table.name,)).fetchone()
-    assert row is not None
-    count = int(row[0])
-    numbers = {"failed_runs": count, "last_failed_run": row[2]}
-    if not count:
+    found = ctx.control.failures_24h(table.name)
+    numbers = {"failed_runs": found.count, "last_failed_run": found.last_run_id}
+    if not found.count:
         return "pass", "no failed run in 24 h", numbers
-    error = (row[1] or "no message").splitlines()[0][:200]
-    return "fail", f"{count} failed run(s) in 24 h; last (run {row[2]}): {error}", numbers
+    error = first_line(found.last_error or "no message")[:200]
+    return "fail", f"{found.count} failed run(s) in 24 h; last (run {found.last_run_id}): {error}", numbers
 
 
 def growth(probe: TableProbe, cadence: Cadence) -> Result:
@@ -192,19 +171,18 @@ def growth(probe: TableProbe, cadence: Cadence) -> Result:
         last = probe.last_loaded_run()
         source, bronze = probe.source_rows(), probe.bronze_rows()
         numbers: dict[str, Any] = {"source_rows": source, "bronze_rows": bronze}
-        finished = last["finished"] if last else None
+        finished = last.run_finished_at if last else None
         now = probe.source_clock()
-        stale = finished is None or (isinstance(finished, datetime) and now - finished > grace)
+        stale = finished is None or now - finished > grace
         if source > bronze and stale:
             return "fail", (f"the source has {source - bronze:,} row(s) more than bronze and the last load is older "
-                            f"than {_ago(grace.total_seconds())}; run `bronzeline run {table.name}`"), numbers
+                            f"than {human_duration(grace.total_seconds())}; run `bronzeline run {table.name}`"), numbers
         return "pass", f"{bronze:,} rows in bronze, {source:,} at the source now", numbers
     high = probe.source_clock(grace)
     low = high - timedelta(days=1)
     source, bronze = probe.source_rows(low, high), probe.bronze_rows(low, high)
-    numbers = {"source_rows": source, "bronze_rows": bronze, "window_start": low.isoformat(),
-               "window_end": high.isoformat()}
-    span = f"({low.isoformat(timespec='minutes')}, {high.isoformat(timespec='minutes')}]"
+    numbers = {"source_rows": source, "bronze_rows": bronze, "window_start": iso(low), "window_end": iso(high)}
+    span = f"({iso(low, 'minutes')}, {iso(high, 'minutes')}]"
     if bronze >= source:
         return "pass", f"the source gained {source:,} row(s) in {span}; bronze has {bronze:,}", numbers
     return "fail", (f"the source gained {source:,} row(s) in {span} but bronze has {bronze:,}: bronze is not "

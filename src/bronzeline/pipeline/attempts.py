@@ -39,6 +39,7 @@ from bronzeline.errors import (
 from bronzeline.events import AttemptFailed, EventSink, SucceededAfterRetry, Unrecorded
 from bronzeline.pipeline.table_run import RunRequest, TableOutcome, TableRun
 from bronzeline.redact import redact
+from bronzeline.text import first_line
 from bronzeline.warehouse import migrations
 
 Kind = Literal["transient", "terminal"]
@@ -180,9 +181,7 @@ class Watchdog:
             return
         self.fired = True
         while True:
-            for conn in self.ctx.open_connections():
-                with contextlib.suppress(Exception):
-                    conn.cancel_safe(timeout=2.0)
+            self.ctx.cancel_all()
             if self._done.wait(1.0):
                 return
 
@@ -289,7 +288,7 @@ class Attempts:
             return TableOutcome(table.name, "skipped", message=str(exc))
         except (BronzelineError, psycopg.Error) as exc:
             # The warehouse could not be reached, or is not migrated.
-            text = _first_line(exc)
+            text = first_line(exc)
             message = text if isinstance(exc, BronzelineError) else f"{table.name}: database error: {text}"
             return TableOutcome(table.name, "failed", message=self._safe(message), error=detached(exc))
         try:
@@ -349,11 +348,6 @@ class Attempts:
         left = self.state.unrecorded(table.name)
         if left:
             self.on_event(Unrecorded(table.name, len(left)))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 __all__ = ["Attempts", "Note", "PassState", "SourceError", "backoff", "classify"]

@@ -37,6 +37,7 @@ from bronzeline.redact import redact
 from bronzeline.sources.base import Bound, Column, Window
 from bronzeline.store import batch
 from bronzeline.store.batch import BatchWriter, Manifest
+from bronzeline.text import first_line, iso
 from bronzeline.warehouse import ddl
 from bronzeline.warehouse.control import Control
 from bronzeline.warehouse.loader import Loader, LoadRejected, LoadResult
@@ -113,7 +114,7 @@ class TableRun:
             self._fail_run(outcome.current_run, outcome.message)
         except psycopg.Error as exc:
             outcome.status, outcome.error = "failed", detached(exc)
-            outcome.message = self._safe(f"{table.name}: database error: {_first_line(exc)}")
+            outcome.message = self._safe(f"{table.name}: database error: {first_line(exc)}")
             self._fail_run(outcome.current_run, outcome.message)
         except Exception as exc:  # a bug: record it, keep the other tables going
             outcome.status = "failed"
@@ -264,11 +265,11 @@ class TableRun:
             manifest = Manifest(
                 run_id=run_id, table=table.name, mode=table.mode, data_file=keys.data_name,
                 compression=blob.compression, columns=[{"name": c.name, "type": c.type} for c in columns],
-                key=list(table.key), window_start=_iso(window.start), window_end=_iso(window.end),
+                key=list(table.key), window_start=iso(window.start), window_end=iso(window.end),
                 rows=int(stream.rows or 0), bytes=writer.bytes, sha256=writer.digest.hexdigest(),
-                created_at=_iso(datetime.now(UTC)) or "",
-                source_clock=_iso(bound.source_clock) if bound else None,
-                oldest_xact_start=_iso(bound.oldest_xact_start) if bound else None,
+                created_at=iso(datetime.now(UTC)) or "",
+                source_clock=iso(bound.source_clock) if bound else None,
+                oldest_xact_start=iso(bound.oldest_xact_start) if bound else None,
                 extra={"uncompressed_bytes": writer.raw_bytes})
             batch.write_manifest(store, keys.manifest, manifest)
             manifest_written = True
@@ -334,11 +335,3 @@ class TableRun:
         if run_id is not None:
             self.ctx.control.mark_failed(run_id, self._safe(f"batch refused: {why}"))
 
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,11 +1,12 @@
-"""The Source seam: what the runner needs from any source."""
+"""The Source seam: what the runner, migrate and verify need from any source. Nobody reaches past it
+(no `.conn`, no isinstance checks on an implementation)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from bronzeline.config.models import TableConfig
 
@@ -39,6 +40,26 @@ class Window:
     end: datetime | None  # inclusive; None for snapshots
 
 
+@dataclass(frozen=True)
+class ServerInfo:
+    """Who the source's login is and what answers."""
+
+    user: str
+    version: str
+    in_recovery: bool
+
+
+@dataclass(frozen=True)
+class Visibility:
+    """Whether the login sees other sessions' open transactions (what a snapshot-safe bound needs)."""
+
+    user: str
+    in_recovery: bool
+    superuser: bool
+    read_all_stats: bool
+    other_sessions: int
+
+
 class Extract(Protocol):
     rows: int | None  # set once the chunks are exhausted
 
@@ -60,5 +81,36 @@ class Source(Protocol):
 
     def extract(self, table: TableConfig, columns: list[Column], window: Window) -> Extract:
         """The window as CSV chunks (streamed, not held in memory)."""
+
+    # -- for verify: counts and samples read with the extract's own predicate on the watermark
+    def server_info(self) -> ServerInfo | None:
+        """The login and server version (None: the source is not a database server)."""
+
+    def visibility(self) -> Visibility:
+        """Whether the source's login sees other sessions' open transactions."""
+
+    def watermark_indexes(self, table: TableConfig) -> int | None:
+        """How many indexes lead with the watermark column (None: cannot be told, e.g. a query:)."""
+
+    def clock(self) -> datetime:
+        """The source's clock (now())."""
+
+    def local_timestamp(self, value: datetime) -> datetime:
+        """`value` as a `timestamp without time zone` in the source's time zone (how such a watermark
+        column holds it)."""
+
+    def count_rows(self, table: TableConfig, low: datetime | None = None, high: datetime | None = None) -> int:
+        """Rows of the table; with a bound, only rows with low < watermark <= high (never NULL watermarks)."""
+
+    def null_watermark_count(self, table: TableConfig) -> int:
+        """Rows whose watermark is NULL (never extracted)."""
+
+    def geometry_rows(self, table: TableConfig, keys: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """For the given keys (as text): the key as text, then per geometry column its exact text (hex
+        EWKB, or EWKT at 15 decimals per geometry_format), SRID and validity."""
+
+    # -- lifetime
+    def cancel(self) -> None:
+        """Cancel the query in flight, if any. Safe to call from another thread; never raises."""
 
     def close(self) -> None: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -13,7 +14,7 @@ from bronzeline.config.models import ConnectionConfig, TableConfig
 from bronzeline.connections import connect
 from bronzeline.errors import SourceError
 from bronzeline.redact import dsn_password, redact
-from bronzeline.sources.base import Bound, Column, Window
+from bronzeline.sources.base import Bound, Column, ServerInfo, Visibility, Window
 
 # A transaction's start is stamped a few instructions before pg_stat_activity shows it; hold the
 # bound this far below the source clock so a transaction caught in that gap can never be missed.
@@ -214,6 +215,98 @@ class PostgresSource:
             self.select_list(columns, table), self.relation(table), cond
         )
         return CopyStream(self, table, query, params)
+
+    # -- for verify (reads only): counts with the extract's own predicate, samples, who the login is
+    def server_info(self) -> ServerInfo:
+        row = self.conn.execute("SELECT current_user, current_setting('server_version'), pg_is_in_recovery()"
+                                ).fetchone()
+        assert row is not None
+        return ServerInfo(str(row[0]), str(row[1]), bool(row[2]))
+
+    def visibility(self) -> Visibility:
+        row = self.conn.execute(
+            "SELECT current_user, pg_is_in_recovery(), (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), "
+            "pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'), "
+            "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid())").fetchone()
+        assert row is not None
+        return Visibility(str(row[0]), bool(row[1]), bool(row[2]), bool(row[3]), int(row[4]))
+
+    def watermark_indexes(self, table: TableConfig) -> int | None:
+        rel = table.source_relation
+        if rel is None or not table.watermark:
+            return None
+        row = self.conn.execute(
+            "SELECT count(*) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
+            "WHERE i.indrelid = to_regclass(%s) AND a.attname = %s AND i.indpred IS NULL",
+            (sql.Identifier(*rel).as_string(self.conn), table.watermark)).fetchone()
+        return int(row[0]) if row else 0
+
+    def clock(self) -> datetime:
+        row = self.conn.execute("SELECT now()").fetchone()
+        assert row is not None and isinstance(row[0], datetime)
+        return row[0]
+
+    def local_timestamp(self, value: datetime) -> datetime:
+        row = self.conn.execute("SELECT %s::timestamptz::timestamp", (value,)).fetchone()
+        assert row is not None and isinstance(row[0], datetime)
+        return row[0]
+
+    def count_rows(self, table: TableConfig, low: datetime | None = None, high: datetime | None = None) -> int:
+        # A `timestamp` watermark compared with a timestamptz bound is read in the session's time zone,
+        # as the extract reads it.
+        wm = sql.Identifier("q", table.watermark or "")
+        where: list[sql.Composable] = []
+        params: list[Any] = []
+        if low is not None or high is not None:
+            where.append(sql.SQL("{} IS NOT NULL").format(wm))
+        if low is not None:
+            where.append(sql.SQL("{} > %s").format(wm))
+            params.append(low)
+        if high is not None:
+            where.append(sql.SQL("{} <= %s").format(wm))
+            params.append(high)
+        cond = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL("")
+        row = self.conn.execute(sql.SQL("SELECT count(*) FROM {} AS q").format(self.relation(table)) + cond,
+                                params).fetchone()
+        return int(row[0]) if row else 0
+
+    def null_watermark_count(self, table: TableConfig) -> int:
+        row = self.conn.execute(sql.SQL("SELECT count(*) FROM {} AS q WHERE {} IS NULL").format(
+            self.relation(table), sql.Identifier("q", table.watermark or ""))).fetchone()
+        return int(row[0]) if row else 0
+
+    def geometry_rows(self, table: TableConfig, keys: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        if not table.key or not keys:
+            return []
+        types = {c.name: c.source_type for c in self.describe(table)}
+        aliases = [f"k{i}" for i in range(len(table.key))]
+        join = sql.SQL(" AND ").join(
+            sql.SQL("{} = {}::{}").format(sql.Identifier("t", k), sql.Identifier("u", a), sql.SQL(types.get(k, "text")))
+            for k, a in zip(table.key, aliases, strict=True))
+        unnest = sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in table.key)
+        query = sql.SQL("SELECT {} FROM {} AS t JOIN unnest({}) AS u({}) ON {}").format(
+            geometry_select(table), self.relation(table), unnest, sql.SQL(", ").join(map(sql.Identifier, aliases)),
+            join)
+        columns = [[row[i] for row in keys] for i in range(len(table.key))]
+        return self.conn.execute(query, columns).fetchall()
+
+    def cancel(self) -> None:
+        """Cancel the query in flight (from any thread); a connection that is gone has nothing to cancel."""
+        if not self.conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.cancel_safe(timeout=2.0)
+
+
+def geometry_select(table: TableConfig) -> sql.Composed:
+    """The select list verify compares on both sides (relation alias `t`): the key as text, then per
+    geometry column its exact text (hex EWKB, or EWKT at 15 decimals), SRID and validity."""
+    shown: list[sql.Composable] = [sql.SQL("{}::text").format(sql.Identifier("t", k)) for k in table.key]
+    text = sql.SQL("ST_AsEWKT({}, 15)") if table.geometry_format == "ewkt" else sql.SQL("encode(ST_AsEWKB({}), 'hex')")
+    for g in table.geometry:
+        ident = sql.Identifier("t", g)
+        shown += [text.format(ident), sql.SQL("ST_SRID({})").format(ident), sql.SQL("ST_IsValid({})").format(ident)]
+    return sql.SQL(", ").join(shown)
 
 
 class CopyStream:

@@ -1,35 +1,34 @@
-"""Reads and writes of the control schema: the run ledger, watermarks, the per-table lock."""
+"""Writes of the control schema (the run ledger, watermarks) and the per-table lock. The reads are in
+control_read.py; Control has both."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 
-Conn = psycopg.Connection[Any]
+from bronzeline.warehouse.control_read import (
+    RUN_STATUSES,
+    Conn,
+    ControlReader,
+    FailureSummary,
+    LedgerStatus,
+    LedgerTotals,
+    RunRecord,
+    Watermark,
+)
+
+__all__ = ["RUN_STATUSES", "Control", "ControlReader", "FailureSummary", "LedgerStatus", "LedgerTotals",
+           "RunRecord", "Watermark"]
 
 
-@dataclass(frozen=True)
-class Watermark:
-    table_name: str
-    last_extracted_at: datetime | None
-    last_loaded_at: datetime | None
-
-
-class Control:
+class Control(ControlReader):
     """The control schema, through one warehouse connection (autocommit outside loads)."""
 
     def __init__(self, conn: Conn, schema: str, project: str) -> None:
-        self.conn = conn
-        self.schema = schema
+        super().__init__(conn, schema)
         self.project = project
-
-    def _t(self, name: str) -> sql.Composed:
-        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(name))
 
     # -- the per-table lock: a session advisory lock, released when the connection ends
     def _lock_key(self, table: str) -> str:
@@ -48,14 +47,6 @@ class Control:
         self.conn.execute(
             sql.SQL("INSERT INTO {} (table_name) VALUES (%s) ON CONFLICT (table_name) DO NOTHING").format(
                 self._t("extract_watermarks")), (table,))
-
-    def watermark(self, table: str) -> Watermark:
-        row = self.conn.execute(
-            sql.SQL("SELECT last_extracted_at, last_loaded_at FROM {} WHERE table_name = %s").format(
-                self._t("extract_watermarks")), (table,)).fetchone()
-        if row is None:
-            return Watermark(table, None, None)
-        return Watermark(table, row[0], row[1])
 
     def set_watermark(self, table: str, value: datetime | None) -> None:
         self.conn.execute(
@@ -122,17 +113,6 @@ class Control:
                     "WHERE run_id = %s AND status <> 'loaded'").format(self._t("extract_runs")),
             (message[:4000], run_id))
 
-    def run_status(self, run_id: int) -> str | None:
-        row = self.conn.execute(sql.SQL("SELECT status FROM {} WHERE run_id = %s").format(
-            self._t("extract_runs")), (run_id,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def unfinished_runs(self, table: str) -> list[int]:
-        rows = self.conn.execute(
-            sql.SQL("SELECT run_id FROM {} WHERE table_name = %s AND status IN ('extracting', 'uploaded') "
-                    "ORDER BY run_id").format(self._t("extract_runs")), (table,)).fetchall()
-        return [int(r[0]) for r in rows]
-
     def fail_runs(self, run_ids: list[int], message: str) -> None:
         if run_ids:
             self.conn.execute(
@@ -149,25 +129,3 @@ class Control:
                 self._t("extract_runs")), (table, mode, started_at, finished_at, attempts, message[:4000])).fetchone()
         assert row is not None
         return int(row[0])
-
-    def runs_by_id(self, run_ids: list[int]) -> dict[int, dict[str, Any]]:
-        """run_id -> its row (table_name, status, window_end, run_finished_at, …), for prune."""
-        with self.conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql.SQL("SELECT run_id, table_name, mode, status, window_start, window_end, run_started_at, "
-                                "run_finished_at FROM {} WHERE run_id = ANY(%s)").format(self._t("extract_runs")),
-                        (run_ids,))
-            return {int(r["run_id"]): r for r in cur.fetchall()}
-
-    def last_started(self, tables: list[str]) -> dict[str, datetime]:
-        """table -> when its latest run started, for the scheduler's catch-up."""
-        rows = self.conn.execute(
-            sql.SQL("SELECT table_name, max(run_started_at) FROM {} WHERE table_name = ANY(%s) "
-                    "GROUP BY table_name").format(self._t("extract_runs")), (tables,)).fetchall()
-        return {str(r[0]): r[1] for r in rows}
-
-    def recent_runs(self, table: str | None, limit: int) -> list[dict[str, Any]]:
-        where = sql.SQL("WHERE table_name = %s") if table else sql.SQL("")
-        with self.conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(sql.SQL("SELECT * FROM {} {} ORDER BY run_id DESC LIMIT %s").format(
-                self._t("extract_runs"), where), ((table, limit) if table else (limit,)))
-            return cur.fetchall()

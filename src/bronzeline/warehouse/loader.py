@@ -16,6 +16,7 @@ from bronzeline.config.models import TableConfig
 from bronzeline.errors import BatchError, WarehouseError, WarehouseUnreachable
 from bronzeline.faults import crash_point
 from bronzeline.store.batch import Manifest
+from bronzeline.text import first_line
 from bronzeline.warehouse.control import Control
 
 Conn = psycopg.Connection[Any]
@@ -86,9 +87,8 @@ class Loader:
                                  f"lock_timeout ({self.lock_timeout}); run again later") from None
         except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
                 psycopg.errors.UndefinedColumn, psycopg.errors.BadCopyFileFormat) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise LoadRejected(f"{table.name}: {where} could not be loaded into {self.schema}.{table.name}: "
-                               f"{first}") from None
+                               f"{first_line(exc)}") from None
         except psycopg.OperationalError as exc:
             raise WarehouseUnreachable(f"{table.name}: the warehouse connection failed during the load ({exc}); "
                                  "nothing was committed, run again") from None
