@@ -192,7 +192,7 @@ def test_endpoints_metrics_and_page_in_chromium(served: tuple[Pipeline, str], tm
     dom = subprocess.run([*flags, "--dump-dom", f"{url}/"], capture_output=True, text=True, timeout=60).stdout
     for name in ("position_history", "devices", "pings"):
         assert f"<b>{name}</b>" in dom
-    assert "two rows with one key" in dom  # the failed run's error, in Recent failures
+    assert "share one key" in dom  # the failed run's error, in Recent failures
     assert dom.count('class="uplot') == 2 and dom.count("<canvas") == 2
     legend = dom[dom.index('id="chart-rows"'):dom.index('id="chart-duration"')]
     assert all(name in legend for name in ("position_history", "devices", "pings"))
