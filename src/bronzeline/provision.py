@@ -80,7 +80,9 @@ def migrate(ctx: Context) -> MigrateReport:
     if not problems and (wcfg.roles.owner or wcfg.roles.readonly):
         ddl.grant(wh, config)
     if problems:
-        raise MigrationError(f"migrate found {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+        # the warnings would be lost with the report: they go with the error
+        warned = "".join(f"\nwarning: {w}" for w in report.warnings)
+        raise MigrationError(f"migrate found {len(problems)} problem(s):\n  - " + "\n  - ".join(problems) + warned)
     return report
 
 
