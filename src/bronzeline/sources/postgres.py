@@ -246,7 +246,10 @@ class PostgresSource:
         probe = sql.SQL("SELECT {}, count(*) FROM {} GROUP BY {} HAVING count(*) > 1 LIMIT 1").format(
             as_text, sql.Identifier(*rel), cols)
         with self.conn.transaction():
-            self.conn.execute("SELECT set_config('statement_timeout', %s, true)", (KEY_PROBE_TIMEOUT,))
+            # bound the probe, unless the connection's own statement_timeout is already shorter
+            self.conn.execute("SELECT set_config('statement_timeout', %(t)s, true) WHERE current_setting("
+                              "'statement_timeout')::interval = '0' OR current_setting("
+                              "'statement_timeout')::interval > %(t)s::interval", {"t": KEY_PROBE_TIMEOUT})
             row = self.conn.execute(probe).fetchone()
         if row is None:
             return None
