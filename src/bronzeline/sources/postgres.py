@@ -149,8 +149,11 @@ class PostgresSource:
         """Ask the server to parse the user's `query:` alone, so that an error and its position refer to
         the user's text rather than to bronzeline's wrapper around it. Returns when the text alone is fine."""
         text = table.query or ""
-        with self.conn.lock:  # the statement goes through libpq directly, past psycopg's own methods
-            res = self.conn.pgconn.prepare(b"", text.encode(self.conn.info.encoding))
+        try:
+            with self.conn.lock:  # the statement goes through libpq directly, past psycopg's own methods
+                res = self.conn.pgconn.prepare(b"", text.encode(self.conn.info.encoding))
+        except psycopg.Error:
+            return  # the connection is gone: the wrapped error says what happened
         if res.status != pq.ExecStatus.FATAL_ERROR:
             return
         exc = psycopg.errors.error_from_result(res, encoding=self.conn.info.encoding)
