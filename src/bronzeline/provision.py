@@ -1,5 +1,10 @@
 """`migrate`: control schema, bronze tables from the source's types, watermark rows, roles and grants,
-and the assertions. Idempotent; every problem found is reported at once."""
+and the assertions. Idempotent; every problem found is reported at once.
+
+Each table is checked completely first (source columns, key, watermark, bronze's columns and key) and
+changed only when it has no problem; its changes (create, added columns, a new primary key) and its
+watermark row commit together in one transaction, so a rejected table leaves nothing behind.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,11 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from bronzeline.config.models import TableConfig
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError, MigrationError
-from bronzeline.warehouse import ddl, migrations
+from bronzeline.sources.base import Column, key_text
+from bronzeline.warehouse import ddl, migrations, schema_diff
 
 
 @dataclass
@@ -18,6 +25,20 @@ class MigrateReport:
     applied: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)
     altered: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TablePlan:
+    """What migrate will do to one table, decided before anything is changed."""
+
+    table: TableConfig
+    columns: list[Column]
+    create: bool = False
+    add: list[Column] = field(default_factory=list)
+    rekey: bool = False
+    old_key: ddl.PrimaryKey | None = None
+    problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -39,48 +60,111 @@ def migrate(ctx: Context) -> MigrateReport:
     postgis = bool((wh.execute("SELECT to_regtype('geometry') IS NOT NULL").fetchone() or [False])[0])
     for table in config.tables:
         try:
-            source = ctx.source(table.source)
-            columns = source.describe(table)
-            problems += source.check(table, columns)
+            plan = plan_table(ctx, table, postgis)
         except BronzelineError as exc:
             problems.append(str(exc))
             continue
-        if table.mode == "incremental" and source.watermark_nullable(table):
-            report.warnings.append(f"{table.name}: watermark column {table.watermark} is nullable; rows "
-                                   "with a NULL watermark are never extracted (`verify` counts them)")
-        if any(c.is_geometry for c in columns) and not postgis:
-            problems.append(f"{table.name}: has geometry columns but the warehouse has no PostGIS; a DBA must "
-                            f"run CREATE EXTENSION postgis in database {wh.info.dbname}")
+        report.warnings += plan.warnings
+        if plan.problems:
+            problems += plan.problems
             continue
-        bronze = ddl.bronze_columns(wh, wcfg.bronze_schema, table.name)
-        name = f"{wcfg.bronze_schema}.{table.name}"
-        if bronze is None:
-            try:
-                wh.execute(ddl.create_table_sql(wcfg.bronze_schema, table, columns))
-            except psycopg.Error as exc:
-                problems.append(f"{table.name}: cannot create {name}: {str(exc).strip().splitlines()[0]}")
-                continue
-            report.created.append(name)
-        else:
-            diffs = ddl.column_differences(columns, bronze)
-            added = [c for c in columns if c.name not in {b.name for b in bronze}]
-            if added and table.schema_evolution == "add_columns":
-                for col in added:
-                    wh.execute(sql.SQL("ALTER TABLE {}.{} ADD COLUMN {} {}").format(
-                        sql.Identifier(wcfg.bronze_schema), sql.Identifier(table.name),
-                        sql.Identifier(col.name), sql.SQL(col.type)))
-                    report.altered.append(f"{name}: added column {col.name} {col.type}")
-                diffs = [d for d in diffs if not any(d.startswith(f"column {c.name} (") for c in added)]
-            if diffs:
-                problems.append(f"{table.name}: the source and bronze differ: {'; '.join(diffs)}; run "
-                                "`bronzeline drift` (or set schema_evolution: add_columns for new columns)")
-        if table.key and not ddl.has_unique_on(wh, wcfg.bronze_schema, table.name, table.key):
-            problems.append(f"{table.name}: {name} has no PRIMARY KEY or UNIQUE index on ({', '.join(table.key)}); "
-                            "ON CONFLICT needs one — add it, or fix `key:`")
-        if table.mode == "incremental":
-            ctx.control.seed_watermark(table.name)
+        try:
+            with wh.transaction():
+                created, altered = apply_plan(ctx, plan)
+        except psycopg.Error as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            problems.append(f"{table.name}: cannot change {wcfg.bronze_schema}.{table.name}: {first}")
+            continue
+        report.created += created
+        report.altered += altered
     if not problems and (wcfg.roles.owner or wcfg.roles.readonly):
         ddl.grant(wh, config)
     if problems:
-        raise MigrationError(f"migrate found {len(problems)} problem(s):\n  - " + "\n  - ".join(problems))
+        # the warnings would be lost with the report: they go with the error
+        warned = "".join(f"\nwarning: {w}" for w in report.warnings)
+        raise MigrationError(f"migrate found {len(problems)} problem(s):\n  - " + "\n  - ".join(problems) + warned)
     return report
+
+
+def plan_table(ctx: Context, table: TableConfig, postgis: bool) -> TablePlan:
+    """Read-only: everything migrate checks for one table, and what it would change."""
+    wh = ctx.warehouse
+    schema = ctx.config.warehouse.bronze_schema
+    name = f"{schema}.{table.name}"
+    source = ctx.source(table.source)
+    columns = source.describe(table)
+    plan = TablePlan(table, columns)
+    plan.problems += source.check(table, columns)
+    if all(k in {c.name for c in columns} for k in table.key):
+        found = source.key_problems(table)
+        plan.problems += found.problems
+        plan.warnings += found.warnings
+    if table.mode == "incremental" and source.watermark_nullable(table):
+        plan.warnings.append(f"{table.name}: watermark column {table.watermark} is nullable; rows "
+                             "with a NULL watermark are never extracted (`verify` counts them)")
+    if any(c.is_geometry for c in columns) and not postgis:
+        plan.problems.append(f"{table.name}: has geometry columns but the warehouse has no PostGIS; a DBA must "
+                             f"run CREATE EXTENSION postgis in database {wh.info.dbname}")
+    bronze = ddl.bronze_columns(wh, schema, table.name)
+    if bronze is None:
+        plan.create = True
+        return plan
+    changes = schema_diff.compare(columns, bronze)
+    if table.schema_evolution == "add_columns":
+        added = {c.column for c in changes if c.kind == "added"}
+        plan.add = [c for c in columns if c.name in added]
+        changes = [c for c in changes if c.kind != "added"]
+    if changes:
+        plan.problems.append(f"{table.name}: the source and bronze differ: "
+                             f"{'; '.join(c.describe() for c in changes)}; run `bronzeline drift` "
+                             "(or set schema_evolution: add_columns for new columns)")
+    if table.key and not ddl.bronze_key_matches(wh, schema, table.name, table.key):
+        _plan_rekey(ctx, plan, {b.name for b in bronze}, name)
+    return plan
+
+
+def _plan_rekey(ctx: Context, plan: TablePlan, bronze_names: set[str], name: str) -> None:
+    """`key:` differs from bronze's primary key: move it, unless bronze's rows would violate the new key."""
+    table, wh, schema = plan.table, ctx.warehouse, ctx.config.warehouse.bronze_schema
+    key, new = table.key, ", ".join(table.key)
+    plan.old_key = ddl.primary_key(wh, schema, table.name)
+    old = ", ".join(plan.old_key.columns) if plan.old_key else "none"
+    what = f"{table.name}: cannot change the primary key of {name} from ({old}) to ({new})"
+    missing = [k for k in key if k not in bronze_names]
+    if missing:
+        plan.problems.append(f"{what}: bronze has no column {', '.join(missing)} yet; run `bronzeline drift`")
+        return
+    nulls = ddl.key_nulls(wh, schema, table.name, key)
+    if nulls:
+        plan.problems.append(f"{what}: {nulls} row(s) have NULL in the key; fix those rows in bronze or `key:`")
+        return
+    dupes = ddl.key_duplicates(wh, schema, table.name, key)
+    if dupes is not None:
+        plan.problems.append(
+            f"{what}: {dupes.values} key value(s) appear more than once in bronze, e.g. "
+            f"{key_text(key, dupes.example)} in {dupes.rows} rows; remove the duplicates from bronze or fix `key:`")
+        return
+    plan.rekey = True
+
+
+def apply_plan(ctx: Context, plan: TablePlan) -> tuple[list[str], list[str]]:
+    """Run a table's plan on the warehouse connection (the caller holds the transaction);
+    returns (created, altered) for the report."""
+    wh, schema, table = ctx.warehouse, ctx.config.warehouse.bronze_schema, plan.table
+    name = f"{schema}.{table.name}"
+    created: list[str] = []
+    altered: list[str] = []
+    if plan.create:
+        wh.execute(ddl.create_table_sql(schema, table, plan.columns))
+        created.append(name)
+    for col in plan.add:
+        wh.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+            sql.Identifier(schema, table.name), sql.Identifier(col.name), sql.SQL(col.type)))
+        altered.append(f"{name}: added column {col.name} {col.type}")
+    if plan.rekey:
+        wh.execute(ddl.set_primary_key_sql(schema, table.name, table.key, plan.old_key))
+        old = ", ".join(plan.old_key.columns) if plan.old_key else "none"
+        altered.append(f"{name}: primary key ({old}) → ({', '.join(table.key)})")
+    if table.mode == "incremental":
+        ctx.control.seed_watermark(table.name)
+    return created, altered

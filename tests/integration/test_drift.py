@@ -67,12 +67,12 @@ def test_drift_reports_every_kind_of_change_and_what_to_do(pipeline: Pipeline) -
     speed = ph[("typmod", "speed")]
     assert (speed["source_type"], speed["bronze_type"]) == ("numeric(7,2)", "numeric(5,2)")
     assert "widened" in speed["action"] and \
-        "ALTER TABLE bronze.position_history ALTER COLUMN speed TYPE numeric(7,2)" in speed["action"]
+        'ALTER TABLE "bronze"."position_history" ALTER COLUMN "speed" TYPE numeric(7,2)' in speed["action"]
     heading = ph[("retyped", "heading")]
     assert (heading["source_type"], heading["bronze_type"]) == ("integer", "smallint")
-    assert "never retypes" in heading["action"] and "USING heading::integer" in heading["action"]
+    assert "never retypes" in heading["action"] and 'USING "heading"::integer' in heading["action"]
     assert "never drops" in ph[("removed", "ignition")]["action"]
-    assert "DROP COLUMN ignition" in ph[("removed", "ignition")]["action"]
+    assert 'DROP COLUMN "ignition"' in ph[("removed", "ignition")]["action"]
     devices = changes(report, "devices")
     imei = devices[("typmod", "imei")]
     assert (imei["source_type"], imei["bronze_type"]) == ("character varying(20)", "character varying(15)")
@@ -137,7 +137,8 @@ def test_add_columns_adds_nullable_columns_and_never_drops_or_retypes(pipeline: 
         assert table_digest(s, "tracksolid.position_history", new, "id") == \
             table_digest(w, "bronze.position_history", "id, imei, coalesce(battery_pct, 87) AS battery_pct", "id")
 
-    # a retyped or dropped source column is never followed silently, even with add_columns
+    # a retyped or dropped source column is never followed silently, even with add_columns; and a table
+    # with a problem is left exactly as it was (the new column is not added either)
     with pipeline.src() as conn:
         conn.execute("ALTER TABLE tracksolid.position_history ALTER COLUMN heading TYPE integer, "
                      "DROP COLUMN lat, ADD COLUMN driver text")
@@ -149,5 +150,5 @@ def test_add_columns_adds_nullable_columns_and_never_drops_or_retypes(pipeline: 
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
             "WHERE attrelid = 'bronze.position_history'::regclass AND attnum > 0 AND NOT attisdropped").fetchall())
     assert types["heading"] == "smallint" and types["lat"] == "double precision"
-    assert types["driver"] == "text"  # the new column is still added, as a nullable column
+    assert "driver" not in types
     assert pipeline.cli("run", "position_history").returncode == 1

@@ -208,10 +208,11 @@ def test_password_appears_nowhere(pipeline: Pipeline) -> None:
         conn.execute(THINGS)
         # a table whose key is not unique: its run fails, and the failure is recorded in the run row
         conn.execute("CREATE TABLE tracksolid.dupes (id int, recorded_at timestamptz NOT NULL DEFAULT now())")
-        conn.execute("INSERT INTO tracksolid.dupes (id) VALUES (1), (1)")
     pipeline.write_config(THINGS_TABLE + "  - {name: dupes, from: tracksolid.dupes, watermark: recorded_at, "
                                          "key: [id]}\n")
     procs = [pipeline.cli("migrate", check=True)]
+    with pipeline.src() as conn:  # after migrate, which would have refused the key
+        conn.execute("INSERT INTO tracksolid.dupes (id) VALUES (1), (1)")
     time.sleep(0.15)
     procs.append(pipeline.cli("run"))
     assert procs[-1].returncode == 1
@@ -264,11 +265,13 @@ def test_key_not_unique_fails_and_changes_nothing(pipeline: Pipeline) -> None:
         conn.execute("CREATE TABLE tracksolid.pings (id int, v text, recorded_at timestamptz NOT NULL DEFAULT now())")
         conn.execute("INSERT INTO tracksolid.pings (id, v) VALUES (1, 'a'), (2, 'b'), (3, 'c')")
         conn.execute("CREATE TABLE tracksolid.twins (id int, v text, recorded_at timestamptz NOT NULL DEFAULT now())")
-        conn.execute("INSERT INTO tracksolid.twins (id, v) VALUES (1, 'a'), (1, 'b'), (2, 'c')")
+        conn.execute("INSERT INTO tracksolid.twins (id, v) VALUES (1, 'a'), (2, 'c')")
     pipeline.write_config(
         "  - {name: pings, from: tracksolid.pings, watermark: recorded_at, key: [id]}\n"
         "  - {name: twins, from: tracksolid.twins, watermark: recorded_at, key: [id]}\n")
     pipeline.cli("migrate", check=True)
+    with pipeline.src() as conn:  # after migrate, which looks for duplicate keys and would refuse
+        conn.execute("INSERT INTO tracksolid.twins (id, v) VALUES (1, 'b')")
     time.sleep(0.15)
     pipeline.cli("run", "pings", check=True)
 
@@ -320,11 +323,12 @@ def test_source_login_without_pg_read_all_stats(nostats_pipeline: Pipeline) -> N
     proc = pipe.cli("migrate")
     assert_clean_failure(proc, "GRANT pg_read_all_stats", str(reader), "lookback")
     time.sleep(0.15)
+    with pipe.wh() as conn:  # the rejected table left nothing behind: no bronze table, no watermark row
+        assert conn.execute("SELECT to_regclass('bronze.things')").fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM dwh_control.extract_watermarks").fetchone() == (0,)
     proc = pipe.cli("run")
     assert proc.returncode == 1
-    assert "GRANT pg_read_all_stats" in proc.stderr and "Traceback" not in proc.stderr
-    with pipe.wh() as conn:
-        assert conn.execute("SELECT count(*) FROM bronze.things").fetchone() == (0,)
+    assert "run `bronzeline migrate`" in proc.stderr and "Traceback" not in proc.stderr
 
     # with a lookback the table runs: the window re-reads 10 minutes below the watermark
     pipe.write_config(THINGS_TABLE + "    lookback: 10 minutes\n")

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bronzeline.errors import ConfigError
+from bronzeline.observe.cadence import validate_cron
 from bronzeline.redact import dsn_password
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -163,9 +163,7 @@ class TableConfig(Strict):
 
 def check_cron(value: str | None) -> str | None:
     """Five fields (minute hour day month weekday), or six with seconds last (croniter's convention)."""
-    if value is not None and (len(value.split()) not in (5, 6) or not croniter.is_valid(value)):
-        raise ValueError(f"{value!r} is not a cron expression; write five fields, e.g. '0 5,8,11 * * *'")
-    return value
+    return None if value is None else validate_cron(value)
 
 
 class RetriesConfig(Strict):

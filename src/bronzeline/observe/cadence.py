@@ -1,27 +1,32 @@
 """A table's cadence — the longest gap between two runs its cron allows — for freshness checks.
 
-Only what freshness needs: the five standard cron fields (numbers, names, `*`, ranges, steps,
-lists; day-of-month and day-of-week OR-ed when both are restricted, as cron does). Gaps are
-measured in wall-clock time in the config's time zone.
+croniter reads every cron here, as it does for `schedule` and the config's validation: five fields, or
+six with seconds last (croniter's convention), with names, ranges, steps, lists, `L` and `#`.
+A cron fires at the same times on every day it fires (its second, minute and hour fields do not
+depend on the date), so the longest gap is the larger of the longest gap inside a firing day and the
+longest gap from one firing day's last run to the next firing day's first run. Gaps between days are
+measured in real elapsed time in the config's time zone (a DST night counts its extra hour).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import lru_cache
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
-from bronzeline.config.models import Config, TableConfig
+from croniter import CroniterBadDateError, croniter
+
 from bronzeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from bronzeline.config.models import Config, TableConfig
 
 DEFAULT_CADENCE = timedelta(days=1)  # no cron anywhere: assume one run a day
 _HORIZON_DAYS = 800  # long enough to see a yearly cron fire twice
-_NAMES = {
-    3: {m: i + 1 for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct",
-                                        "nov", "dec"))},
-    4: {d: i for i, d in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))},
-}
-_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+_MAX_FIRING_DAYS = 400  # a daily cron's pattern repeats within a year; stop walking there
+_START = date(2024, 1, 1)  # a fixed start: the same cron always gets the same cadence
 
 
 @dataclass(frozen=True)
@@ -39,74 +44,64 @@ def table_cadence(config: Config, table: TableConfig, override: timedelta | None
     if override is not None:
         return Cadence(override, "--cadence")
     if table.cron:
-        return Cadence(longest_gap(table.cron), f"tables[{table.name}].cron")
+        return Cadence(longest_gap(table.cron, tz=config.tz), f"tables[{table.name}].cron")
     if config.schedule.cron:
-        return Cadence(longest_gap(config.schedule.cron), "schedule.cron")
+        return Cadence(longest_gap(config.schedule.cron, tz=config.tz), "schedule.cron")
     return Cadence(DEFAULT_CADENCE, "no cron configured: daily assumed")
 
 
-def _field(text: str, index: int) -> tuple[set[int], bool]:
-    """The values a cron field allows, and whether it is restricted (not `*`)."""
-    low, high = _RANGES[index]
-    values: set[int] = set()
-    for part in text.lower().split(","):
-        body, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if body in {"*", "?"}:
-            start, end = low, high
-        elif "-" in body:
-            a, b = body.split("-", 1)
-            start, end = _value(a, index), _value(b, index)
-        else:
-            start = _value(body, index)
-            end = high if step_text else start
-        if step < 1 or not (low <= start <= high and low <= end <= high) or start > end:
-            raise ValueError(part)
-        values.update(range(start, end + 1, step))
-    if index == 4 and 7 in values:
-        values = (values - {7}) | {0}
-    return values, not text.startswith(("*", "?"))
+def validate_cron(expr: str) -> str:
+    """`expr` when croniter reads it as five fields, or six with seconds last; ValueError otherwise."""
+    if len(expr.split()) not in (5, 6) or not croniter.is_valid(expr):
+        raise ValueError(f"{expr!r} is not a cron expression; write five fields (minute hour day month weekday) "
+                         "such as '0 5,8,11 * * *', or six with seconds last")
+    return expr
 
 
-def _value(text: str, index: int) -> int:
-    names = _NAMES.get(index, {})
-    return names[text] if text in names else int(text)
+def _times_of_day(expanded: list[list[int | str]]) -> list[int]:
+    """Seconds after midnight at which the cron fires on a day it fires, sorted."""
+    def values(field: list[int | str], top: int) -> list[int]:
+        return list(range(top)) if "*" in field else sorted(int(v) for v in field)
+
+    seconds = values(expanded[5], 60) if len(expanded) > 5 else [0]
+    return sorted(h * 3600 + m * 60 + s
+                  for h in values(expanded[1], 24) for m in values(expanded[0], 60) for s in seconds)
 
 
-def fire_days(cron: str, start: date, days: int) -> list[date]:
-    """The days in [start, start + days) on which `cron` fires at least once."""
-    fields = cron.split()
-    dom, dom_restricted = _field(fields[2], 2)
-    months, _ = _field(fields[3], 3)
-    dow, dow_restricted = _field(fields[4], 4)
-    out = []
-    for offset in range(days):
-        day = start + timedelta(days=offset)
-        if day.month not in months:
-            continue
-        in_dom, in_dow = day.day in dom, (day.isoweekday() % 7) in dow
-        if (in_dom or in_dow) if (dom_restricted and dow_restricted) else (in_dom and in_dow):
-            out.append(day)
-    return out
+def _firing_days(fields: list[str], expanded: list[list[int | str]], start: date) -> list[date]:
+    """The days from `start` on which the cron fires, up to one past the horizon (or _MAX_FIRING_DAYS)."""
+    end = start + timedelta(days=_HORIZON_DAYS)
+    if all(expanded[i] == ["*"] for i in (2, 3, 4)):  # every day: no need to ask croniter day by day
+        return [start + timedelta(days=n) for n in range(_MAX_FIRING_DAYS)]
+    # the same day fields at midnight, walked with croniter
+    days = croniter(" ".join(["0", "0", *fields[2:5]]), datetime.combine(start, time()) - timedelta(seconds=1))
+    firing: list[date] = [days.get_next(datetime).date()]
+    while firing[-1] <= end and len(firing) < _MAX_FIRING_DAYS:
+        firing.append(days.get_next(datetime).date())
+    return firing
 
 
-def longest_gap(cron: str, start: date | None = None) -> timedelta:
-    """The longest wall-clock gap between two consecutive times `cron` fires."""
+def longest_gap(cron: str, start: date | None = None, *, tz: tzinfo = UTC) -> timedelta:
+    """The longest gap between two consecutive times `cron` (read in `tz`) fires."""
+    return _longest_gap(cron, start or _START, tz)
+
+
+@lru_cache(maxsize=256)
+def _longest_gap(cron: str, start: date, tz: tzinfo) -> timedelta:
     try:
+        validate_cron(cron)
         fields = cron.split()
-        if len(fields) != 5:
-            raise ValueError(cron)
-        minutes = sorted(_field(fields[0], 0)[0])
-        hours = sorted(_field(fields[1], 1)[0])
-        days = fire_days(cron, start or date(2024, 1, 1), _HORIZON_DAYS)
-    except (ValueError, KeyError):
-        raise ConfigError(f"cron {cron!r} cannot be read; write five fields such as '0 5,8,11 * * *'") from None
-    if not days:
-        raise ConfigError(f"cron {cron!r} never fires; check its day and month fields")
-    times = [h * 60 + m for h in hours for m in minutes]  # minutes after midnight, sorted
+        expanded = croniter(cron).expanded
+        times = _times_of_day(expanded)
+        firing = _firing_days(fields, expanded, start)
+    except CroniterBadDateError:  # it never fires (e.g. 31 February)
+        raise ConfigError(f"cron {cron!r} never fires; check its day and month fields") from None
+    except ValueError as exc:
+        raise ConfigError(f"cron {cron!r} cannot be read: {exc}") from None
     gap = max((b - a for a, b in pairwise(times)), default=0)
-    for prev, nxt in pairwise(days):
-        gap = max(gap, (nxt - prev).days * 1440 - times[-1] + times[0])
-    if len(days) == 1:
-        gap = max(gap, 366 * 1440)
-    return timedelta(minutes=gap)
+    longest = timedelta(seconds=gap)
+    for prev, nxt in pairwise(firing):
+        last = datetime.combine(prev, time(), tz) + timedelta(seconds=times[-1])
+        following = datetime.combine(nxt, time(), tz) + timedelta(seconds=times[0])
+        longest = max(longest, following.astimezone(UTC) - last.astimezone(UTC))
+    return longest

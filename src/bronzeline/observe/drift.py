@@ -7,11 +7,12 @@ add new source columns as nullable columns. It never drops or retypes a column.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
+from psycopg.abc import AdaptContext
 
 from bronzeline.config.models import TableConfig
 from bronzeline.context import Context
@@ -19,10 +20,14 @@ from bronzeline.errors import BronzelineError
 from bronzeline.observe.units import unit_change
 from bronzeline.redact import redact
 from bronzeline.sources.base import Column
-from bronzeline.warehouse import ddl
+from bronzeline.text import first_line
+from bronzeline.warehouse import ddl, schema_diff
+from bronzeline.warehouse.ddl import BronzeColumn
+from bronzeline.warehouse.schema_diff import split_type
+
+__all__ = ["Change", "DriftReport", "TableDrift", "compare", "drift", "split_type", "table_drift"]
 
 Kind = Literal["added", "removed", "retyped", "typmod", "unit"]
-_MOD = re.compile(r"\(([^()]*)\)")
 
 
 @dataclass
@@ -55,12 +60,6 @@ class DriftReport:
         return {"project": self.project, "drift": self.drifted, "tables": [asdict(t) for t in self.tables]}
 
 
-def split_type(typ: str) -> tuple[str, str]:
-    """('character varying[]', '15') from 'character varying(15)[]'; the modifier is '' when absent."""
-    norm = re.sub(r"\s+", " ", typ.strip().lower().removeprefix("public."))
-    return re.sub(r"\s*\(", "(", _MOD.sub("", norm)).strip(), ",".join(m.replace(" ", "") for m in _MOD.findall(norm))
-
-
 def drift(ctx: Context, names: list[str] | None = None) -> DriftReport:
     tables = [ctx.config.table(n) for n in names] if names else list(ctx.config.tables)
     out = []
@@ -68,7 +67,7 @@ def drift(ctx: Context, names: list[str] | None = None) -> DriftReport:
         try:
             out.append(table_drift(ctx, table))
         except (BronzelineError, psycopg.Error) as exc:
-            text = redact(str(exc).strip().splitlines()[0], ctx.config.secrets())
+            text = redact(first_line(exc), ctx.config.secrets())
             out.append(TableDrift(table.name, "error", f"could not compare: {text}"))
     return DriftReport(ctx.config.project, out)
 
@@ -79,57 +78,78 @@ def table_drift(ctx: Context, table: TableConfig) -> TableDrift:
     bronze = ddl.bronze_columns(ctx.warehouse, schema, table.name)
     if bronze is None:
         return TableDrift(table.name, "missing", f"{schema}.{table.name} does not exist; run `bronzeline migrate`")
-    changes = compare(table, f"{schema}.{table.name}", columns, {b.name: b.type for b in bronze})
+    changes = compare(table, schema, columns, bronze, ctx.warehouse)
     if not changes:
         return TableDrift(table.name, "ok", f"{len(columns)} columns agree")
     return TableDrift(table.name, "drift", f"{len(changes)} difference(s)", changes)
 
 
-def compare(table: TableConfig, target: str, source: list[Column], bronze: dict[str, str]) -> list[Change]:
-    src = {c.name: c.type for c in source}
-    added = [n for n in src if n not in bronze]
-    removed = [n for n in bronze if n not in src]
+def compare(table: TableConfig, schema: str, source: list[Column], bronze: list[BronzeColumn],
+            context: AdaptContext | None = None) -> list[Change]:
+    """schema_diff's changes with what to do about each, and unit hints for a removed/added pair.
+    `context` (a connection) quotes identifiers in the suggested SQL as that server expects."""
+    sql_text = _Sql(schema, table.name, context)
+    found = schema_diff.compare(source, bronze)
     changes: list[Change] = []
-    for name in added:
-        changes.append(Change("added", name, src[name], None, _added(table, target, name, src[name])))
-    for name in removed:
-        changes.append(Change("removed", name, None, bronze[name], (
-            f"bronzeline never drops a column: runs fail until bronze matches. Keep its history with a `query:` "
-            f"that selects NULL::{bronze[name]} AS {name}, or drop it: ALTER TABLE {target} DROP COLUMN {name} "
-            "(its history is lost); or restore it at the source")))
-    for name, typ in src.items():
-        if name in bronze and split_type(typ) != split_type(bronze[name]):
-            changes.append(_retyped(target, name, typ, bronze[name]))
-    for old in removed:
-        for new in added:
-            hint = unit_change(old, new)
+    for change in found:
+        name, new, old = change.column, change.source_type or "", change.bronze_type or ""
+        if change.kind == "added":
+            changes.append(Change("added", name, new, None, _added(table, sql_text, name, new)))
+        elif change.kind == "removed":
+            changes.append(Change("removed", name, None, old, (
+                f"bronzeline never drops a column: runs fail until bronze matches. Keep its history with a "
+                f"`query:` that selects {sql_text('NULL::{} AS {}', sql.SQL(old), sql.Identifier(name))}, or "
+                f"drop it: {sql_text('ALTER TABLE {t} DROP COLUMN {}', sql.Identifier(name))} (its history is "
+                "lost); or restore it at the source")))
+        else:
+            changes.append(_retyped(sql_text, name, new, old))
+    removed = [c for c in found if c.kind == "removed"]
+    added = [c for c in found if c.kind == "added"]
+    for old_col in removed:
+        for new_col in added:
+            hint = unit_change(old_col.column, new_col.column)
             if hint:
-                changes.append(Change("unit", new, src[new], bronze[old], (
-                    f"{old} became {new}: {hint}. Not a plain rename — convert bronze's history before merging the "
-                    f"columns, or keep one unit with a `query:` that converts at the source")))
+                changes.append(Change("unit", new_col.column, new_col.source_type, old_col.bronze_type, (
+                    f"{old_col.column} became {new_col.column}: {hint}. Not a plain rename — convert bronze's "
+                    "history before merging the columns, or keep one unit with a `query:` that converts at the "
+                    "source")))
     return changes
 
 
-def _added(table: TableConfig, target: str, name: str, typ: str) -> str:
+class _Sql:
+    """Suggested SQL built with psycopg.sql, so mixed-case and odd column names come out quoted."""
+
+    def __init__(self, schema: str, table: str, context: AdaptContext | None) -> None:
+        self.target = sql.Identifier(schema, table)
+        self.context = context
+
+    def __call__(self, template: str, *args: sql.Composable) -> str:
+        return sql.SQL(template).format(*args, t=self.target).as_string(self.context)
+
+
+def _added(table: TableConfig, text: _Sql, name: str, typ: str) -> str:
     if table.schema_evolution == "add_columns":
-        return f"run `bronzeline migrate`: it adds {name} {typ} to {target} as a nullable column (old rows NULL)"
+        return f"run `bronzeline migrate`: it adds {name} {typ} to {text('{t}')} as a nullable column (old rows NULL)"
     return (f"set `schema_evolution: add_columns` on table {table.name} and run `bronzeline migrate` (adds it as a "
-            f"nullable column), or ALTER TABLE {target} ADD COLUMN {name} {typ}; runs fail until then")
+            f"nullable column), or {text('ALTER TABLE {t} ADD COLUMN {} {}', sql.Identifier(name), sql.SQL(typ))}; "
+            "runs fail until then")
 
 
-def _retyped(target: str, name: str, new: str, old: str) -> Change:
+def _retyped(text: _Sql, name: str, new: str, old: str) -> Change:
     (nbase, nmod), (obase, omod) = split_type(new), split_type(old)
-    alter = f"ALTER TABLE {target} ALTER COLUMN {name} TYPE {new}"
+    col = sql.Identifier(name)
+    alter = text("ALTER TABLE {t} ALTER COLUMN {} TYPE {}", col, sql.SQL(new))
     if nbase != obase:
         return Change("retyped", name, new, old, (
-            f"bronzeline never retypes a column: {alter} USING {name}::{new} (check that every existing value "
-            f"converts), or cast it back to {old} in a `query:`"))
+            f"bronzeline never retypes a column: {alter} USING {text('{}::{}', col, sql.SQL(new))} (check that "
+            f"every existing value converts), or cast it back to {old} in a `query:`"))
     if nbase.startswith("geometry") or nbase.startswith("geography"):
         nparts, oparts = nmod.split(","), omod.split(",")
         if len(nparts) == 2 and len(oparts) == 2 and nparts[1] != oparts[1]:
             return Change("typmod", name, new, old, (
                 f"the SRID changed from {oparts[1]} to {nparts[1]}: reproject bronze with {alter} USING "
-                f"ST_Transform({name}, {nparts[1]}), or ST_Transform back to {oparts[1]} in a `query:`"))
+                f"{text('ST_Transform({}, ' + nparts[1] + ')', col)}, or ST_Transform back to {oparts[1]} in a "
+                "`query:`"))
         return Change("typmod", name, new, old, (
             f"the geometry type changed: {alter} (fails if existing rows do not fit), or cast in a `query:`"))
     if _widens(nmod, omod):
@@ -137,8 +157,6 @@ def _retyped(target: str, name: str, new: str, old: str) -> Change:
     return Change("typmod", name, new, old, (
         f"narrowed at the source: existing bronze values may not fit; check them, then {alter} — or keep bronze "
         "wider (then change the source type back, or cast to the wider type in a `query:`)"))
-
-
 def _widens(new: str, old: str) -> bool:
     """Does typmod `new` hold every value typmod `old` holds (varchar(n), numeric(p,s), time(p))?"""
     if not new:

@@ -217,7 +217,7 @@ class Verifier:
             return "fail", f"{schema}.{table.name} does not exist; run `bronzeline migrate`", {}
         if not table.key:
             return "pass", f"{schema}.{table.name} exists (no key configured)", {}
-        if ddl.has_unique_on(self.ctx.warehouse, schema, table.name, table.key):
+        if ddl.bronze_key_matches(self.ctx.warehouse, schema, table.name, list(table.key)):
             return "pass", f"PRIMARY KEY or UNIQUE on ({', '.join(table.key)}) behind ON CONFLICT", {"key": table.key}
         return "fail", (f"{schema}.{table.name} has no PRIMARY KEY or UNIQUE index on ({', '.join(table.key)}); "
                         "add one (or fix `key:`) and run `bronzeline migrate`"), {"key": table.key}

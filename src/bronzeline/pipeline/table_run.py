@@ -226,7 +226,7 @@ class TableRun:
             raise WarehouseError(f"{table.name}: the source and bronze differ: {'; '.join(diffs)}. Run "
                                  "`bronzeline drift`, then change bronze (or set schema_evolution: add_columns "
                                  "and run `bronzeline migrate`)")
-        if table.key and not ddl.has_unique_on(wh, schema, table.name, list(table.key)):
+        if table.key and not ddl.bronze_key_matches(wh, schema, table.name, list(table.key)):
             raise WarehouseError(f"{table.name}: {schema}.{table.name} has no primary key or unique index on "
                                  f"({', '.join(table.key)}), the table's key:; run `bronzeline migrate` to "
                                  "change bronze's key")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -60,6 +60,22 @@ class Visibility:
     other_sessions: int
 
 
+@dataclass
+class Findings:
+    """What a check found: problems stop the table (migrate fails), warnings are only printed."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def key_text(key: list[str], values: tuple[object, ...]) -> str:
+    """`id = 7` or `(imei, day) = (3535…, 2024-01-01)` — a key value as messages show it."""
+    shown = ["NULL" if v is None else str(v) for v in values]
+    if len(key) == 1:
+        return f"{key[0]} = {shown[0]}"
+    return f"({', '.join(key)}) = ({', '.join(shown)})"
+
+
 class Extract(Protocol):
     rows: int | None  # set once the chunks are exhausted
 
@@ -72,6 +88,9 @@ class Source(Protocol):
 
     def check(self, table: TableConfig, columns: list[Column]) -> list[str]:
         """Problems that stop the table from running (missing watermark, invisible transactions…)."""
+
+    def key_problems(self, table: TableConfig) -> Findings:
+        """Whether `key:` is unique at the source, as far as a cheap look can tell (catalog, bounded probe)."""
 
     def watermark_nullable(self, table: TableConfig) -> bool | None:
         """Whether the watermark column admits NULL (None when it cannot be told)."""

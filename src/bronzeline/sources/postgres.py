@@ -8,19 +8,23 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from bronzeline.config.models import ConnectionConfig, TableConfig
 from bronzeline.connections import connect
 from bronzeline.errors import SourceError
 from bronzeline.redact import dsn_password, redact
-from bronzeline.sources.base import Bound, Column, ServerInfo, Visibility, Window
+from bronzeline.sources.base import Bound, Column, Findings, ServerInfo, Visibility, Window, key_text
+from bronzeline.text import first_line
 
 # A transaction's start is stamped a few instructions before pg_stat_activity shows it; hold the
 # bound this far below the source clock so a transaction caught in that gap can never be missed.
 CLOCK_MARGIN = timedelta(milliseconds=100)
 CHUNK_BYTES = 1 << 20  # batch the per-row COPY messages into chunks before any other work
 TIMESTAMP_TYPES = {"timestamp with time zone", "timestamp without time zone"}
+SMALL_TABLE_ROWS = 1_000_000  # below this, a duplicate-key probe without an index is cheap enough
+SMALL_TABLE_BYTES = 64 << 20  # the same for a table never analyzed (no row estimate yet)
+KEY_PROBE_TIMEOUT = "30s"
 SESSION_SETTINGS = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra_float_digits": "1",
                     "bytea_output": "hex"}
 
@@ -59,6 +63,25 @@ SELECT current_user, pg_is_in_recovery(),
 """
 
 
+# For `key:` of a `from:` table: a unique index whose key columns all belong to `key:` proves the key
+# unique; a btree index led by the key's columns makes a duplicate probe cheap; otherwise the size says.
+_KEY_CATALOG_SQL = """
+SELECT c.relkind::text, c.reltuples::float8, pg_relation_size(c.oid)::bigint,
+  EXISTS (SELECT 1 FROM pg_index i
+          WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+            AND (SELECT array_agg(a.attname::text) FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                 WHERE k.ord <= i.indnkeyatts) <@ %(key)s::text[]),
+  EXISTS (SELECT 1 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+          JOIN pg_am am ON am.oid = ic.relam AND am.amname = 'btree'
+          WHERE i.indrelid = c.oid AND i.indisvalid AND i.indnkeyatts >= cardinality(%(key)s::text[])
+            AND (SELECT array_agg(a.attname::text) FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
+                 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+                 WHERE k.ord <= cardinality(%(key)s::text[])) @> %(key)s::text[])
+FROM pg_class c WHERE c.oid = to_regclass(%(rel)s)
+"""
+
+
 class PostgresSource:
     def __init__(self, name: str, cfg: ConnectionConfig) -> None:
         self.name = name
@@ -74,8 +97,7 @@ class PostgresSource:
         self.conn.close()
 
     def _fail(self, table: TableConfig, exc: psycopg.Error, what: str) -> SourceError:
-        detail = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                        [self._secret])
+        detail = redact(first_line(exc), [self._secret])
         hint = ""
         if isinstance(exc, psycopg.errors.UndefinedTable):
             hint = f"; check `from:` of table {table.name} and the source login's search path"
@@ -105,6 +127,8 @@ class PostgresSource:
                 cur.execute(_TYPES_SQL, (oids, mods))
                 rows = cur.fetchall()
         except psycopg.Error as exc:
+            if table.query is not None and not isinstance(exc, psycopg.OperationalError):
+                self._check_query_text(table)
             raise self._fail(table, exc, "reading the columns") from None
         if len(set(names)) != len(names):
             dupes = sorted({n for n in names if names.count(n) > 1})
@@ -121,6 +145,32 @@ class PostgresSource:
                 is_geometry=base_name == "geometry",
             ))
         return columns
+
+    def _check_query_text(self, table: TableConfig) -> None:
+        """Ask the server to parse the user's `query:` alone, so that an error and its position refer to
+        the user's text rather than to bronzeline's wrapper around it. Returns when the text alone is fine."""
+        text = table.query or ""
+        try:
+            with self.conn.lock:  # the statement goes through libpq directly, past psycopg's own methods
+                res = self.conn.pgconn.prepare(b"", text.encode(self.conn.info.encoding))
+        except psycopg.Error:
+            return  # the connection is gone: the wrapped error says what happened
+        if res.status != pq.ExecStatus.FATAL_ERROR:
+            return
+        exc = psycopg.errors.error_from_result(res, encoding=self.conn.info.encoding)
+        if exc.sqlstate is None:
+            return  # not the query's fault (a lost connection): the wrapped error says what happened
+        primary = exc.diag.message_primary or type(exc).__name__
+        where = ""
+        position = exc.diag.statement_position
+        if position and position.isdigit() and 0 < int(position) <= len(text) + 1:
+            before = text[: int(position) - 1]
+            line = before.count("\n") + 1
+            column = len(before) - (before.rfind("\n") + 1) + 1
+            source_line = text.splitlines()[line - 1].strip() if text.splitlines() else ""
+            where = f" at line {line}, column {column} of query ({source_line[:80]!r})"
+        raise SourceError(f"{table.name}: the `query:` is not valid at source {self.name!r}{where}: {primary}; "
+                          "fix the query (check it alone in psql)")
 
     def check(self, table: TableConfig, columns: list[Column]) -> list[str]:
         problems: list[str] = []
@@ -151,6 +201,63 @@ class PostgresSource:
                                 f"a DBA must run GRANT pg_read_all_stats TO {user} (or pg_monitor), "
                                 "or set `lookback:` on the table")
         return problems
+
+    def key_problems(self, table: TableConfig) -> Findings:
+        found = Findings()
+        key = table.key
+        if not key:
+            return found
+        keys = ", ".join(key)
+        rel = table.source_relation
+        if rel is None:
+            found.warnings.append(f"{table.name}: key ({keys}) of a `query:` table cannot be checked by migrate; "
+                                  "a run checks it at load and fails if two rows share a key")
+            return found
+        name = f"{rel[0]}.{rel[1]}"
+        try:
+            row = self.conn.execute(_KEY_CATALOG_SQL, {"key": key, "rel": sql.Identifier(*rel).as_string(self.conn)}
+                                    ).fetchone()
+            if row is None or row[0] is None:
+                return found  # no such relation: describe() has said so already
+            relkind, reltuples, size, unique, indexed = row
+            if unique:
+                return found
+            small = relkind in ("r", "m") and (0 <= reltuples < SMALL_TABLE_ROWS
+                                               or (reltuples < 0 and size < SMALL_TABLE_BYTES))
+            if not (indexed or small):
+                found.warnings.append(
+                    f"{table.name}: no unique index on key ({keys}) at {name} and the table is too large to look "
+                    "for duplicates cheaply; a run fails if two rows share a key")
+                return found
+            duplicate = self._duplicate_key(rel, key)
+        except psycopg.errors.QueryCanceled:
+            found.warnings.append(f"{table.name}: looking for duplicate keys ({keys}) at {name} took longer than "
+                                  f"{KEY_PROBE_TIMEOUT}; uniqueness not checked, a run fails if two rows share a key")
+            return found
+        except psycopg.Error as exc:
+            raise self._fail(table, exc, "checking the key") from None
+        if duplicate is not None:
+            values, count = duplicate
+            found.problems.append(
+                f"{table.name}: key ({keys}) is not unique at the source: {key_text(key, values)} appears {count} "
+                f"times in {name}; set `key:` to the source's unique key (see its primary key or unique indexes)")
+        return found
+
+    def _duplicate_key(self, rel: tuple[str, str], key: list[str]) -> tuple[tuple[object, ...], int] | None:
+        """One key value that appears more than once, and how often; bounded by KEY_PROBE_TIMEOUT."""
+        cols = sql.SQL(", ").join(sql.Identifier(k) for k in key)
+        as_text = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in key)
+        probe = sql.SQL("SELECT {}, count(*) FROM {} GROUP BY {} HAVING count(*) > 1 LIMIT 1").format(
+            as_text, sql.Identifier(*rel), cols)
+        with self.conn.transaction():
+            # bound the probe, unless the connection's own statement_timeout is already shorter
+            self.conn.execute("SELECT set_config('statement_timeout', %(t)s, true) WHERE current_setting("
+                              "'statement_timeout')::interval = '0' OR current_setting("
+                              "'statement_timeout')::interval > %(t)s::interval", {"t": KEY_PROBE_TIMEOUT})
+            row = self.conn.execute(probe).fetchone()
+        if row is None:
+            return None
+        return tuple(row[:-1]), int(row[-1])
 
     def _visibility(self) -> tuple[str, bool, bool]:
         row = self.conn.execute(_VISIBILITY_SQL).fetchone()

@@ -10,6 +10,7 @@ from psycopg import sql
 
 from bronzeline.config.models import Config, TableConfig
 from bronzeline.sources.base import Column
+from bronzeline.warehouse import schema_diff
 
 Conn = psycopg.Connection[Any]
 
@@ -64,22 +65,78 @@ def has_unique_on(conn: Conn, schema: str, table: str, key: list[str]) -> bool:
     return bool(row and row[0])
 
 
+@dataclass(frozen=True)
+class PrimaryKey:
+    constraint: str
+    columns: list[str]
+
+
+def primary_key(conn: Conn, schema: str, table: str) -> PrimaryKey | None:
+    """Bronze's PRIMARY KEY constraint (bronzeline creates it from `key:`), or None."""
+    row = conn.execute(
+        """
+        SELECT con.conname, array_agg(a.attname::text ORDER BY k.ord)
+        FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        CROSS JOIN unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
+        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+        WHERE n.nspname = %s AND c.relname = %s AND con.contype = 'p'
+        GROUP BY con.conname
+        """, (schema, table)).fetchone()
+    return None if row is None else PrimaryKey(str(row[0]), list(row[1]))
+
+
+def bronze_key_matches(conn: Conn, schema: str, table: str, key: list[str]) -> bool:
+    """Does bronze enforce exactly `key:`? Its PRIMARY KEY is on the key's columns, or it has no PRIMARY
+    KEY and a UNIQUE index on them. False after `key:` changed until `migrate` moves the primary key —
+    the runner asks this before loading so a stale bronze key is not taken for duplicates at the source."""
+    if not key:
+        return True
+    pk = primary_key(conn, schema, table)
+    if pk is not None:
+        return set(pk.columns) == set(key)
+    return has_unique_on(conn, schema, table, key)
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    values: int  # how many key values appear more than once
+    example: tuple[object, ...]  # one of them
+    rows: int  # how many rows carry the example
+
+
+def key_duplicates(conn: Conn, schema: str, table: str, key: list[str]) -> Duplicates | None:
+    """Key values that bronze holds more than once (NULLs count as a value), or None. Scans the table."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, key))
+    as_text = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(k)) for k in key)
+    row = conn.execute(sql.SQL(
+        "SELECT count(*) OVER (), * FROM (SELECT {}, count(*) AS n FROM {} GROUP BY {} HAVING count(*) > 1) d "
+        "ORDER BY n DESC LIMIT 1").format(as_text, sql.Identifier(schema, table), cols)).fetchone()
+    if row is None:
+        return None
+    return Duplicates(int(row[0]), tuple(row[1:-1]), int(row[-1]))
+
+
+def key_nulls(conn: Conn, schema: str, table: str, key: list[str]) -> int:
+    """Rows of bronze with NULL in a key column (a PRIMARY KEY cannot hold them)."""
+    cond = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier(k)) for k in key)
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+        sql.Identifier(schema, table), cond)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def set_primary_key_sql(schema: str, table: str, key: list[str], old: PrimaryKey | None) -> sql.Composed:
+    """One statement: drop the old PRIMARY KEY (if any) and add one on `key`."""
+    actions: list[sql.Composable] = []
+    if old is not None:
+        actions.append(sql.SQL("DROP CONSTRAINT {}").format(sql.Identifier(old.constraint)))
+    actions.append(sql.SQL("ADD PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, key))))
+    return sql.SQL("ALTER TABLE {} {}").format(sql.Identifier(schema, table), sql.SQL(", ").join(actions))
+
+
 def column_differences(source: list[Column], bronze: list[BronzeColumn]) -> list[str]:
-    """Human-readable differences between the source's columns and bronze's."""
-    src = {c.name: c.type for c in source}
-    brz = {c.name: c.type for c in bronze}
-    out = []
-    for name, typ in src.items():
-        if name not in brz:
-            out.append(f"column {name} ({typ}) is at the source but not in bronze")
-        elif _norm(brz[name]) != _norm(typ):
-            out.append(f"column {name} is {typ} at the source but {brz[name]} in bronze")
-    out.extend(f"column {name} is in bronze but no longer at the source" for name in brz if name not in src)
-    return out
-
-
-def _norm(typ: str) -> str:
-    return typ.replace(" ", "").lower().removeprefix("public.")
+    """Human-readable differences between the source's columns and bronze's (see schema_diff.compare)."""
+    return [change.describe() for change in schema_diff.compare(source, bronze)]
 
 
 def missing_roles(conn: Conn, config: Config) -> list[str]:
