@@ -6,6 +6,7 @@ import ipaddress
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bronzeline.config.models import ConnectionConfig
@@ -23,6 +24,9 @@ from bronzeline.redact import dsn_password, redact
 from bronzeline.text import first_line
 
 APPLICATION_NAME = "bronzeline"
+# Every session, source and warehouse: values read back the way bronzeline writes and compares them.
+SESSION_SETTINGS = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra_float_digits": "1",
+                    "bytea_output": "hex"}
 _STRICT_SSL = {"require", "verify-ca", "verify-full"}
 
 
@@ -72,6 +76,7 @@ def connect(
     *,
     autocommit: bool = True,
     purpose: str = "",
+    settings: dict[str, str] | None = None,
 ) -> psycopg.Connection[Any]:
     """Connect to connection `name`; raise `error` (a BronzelineError subclass) on failure."""
     secret = dsn_password(cfg.dsn)
@@ -105,4 +110,13 @@ def connect(
         conn.close()
         raise error(f"connection {name!r} to {conn.info.host} is not encrypted; add sslmode=require to the "
                     "dsn (or set require_tls: false on the connection if the network is trusted)")
+    apply_settings(conn, {**SESSION_SETTINGS, **(settings or {})})
     return conn
+
+
+def apply_settings(conn: psycopg.Connection[Any], settings: dict[str, str]) -> None:
+    """Session settings in one round trip (set_config rather than startup options, which poolers
+    such as PgBouncer refuse)."""
+    calls = sql.SQL(", ").join(sql.SQL("set_config({}, {}, false)").format(sql.Literal(k), sql.Placeholder())
+                               for k in settings)
+    conn.execute(sql.SQL("SELECT {}").format(calls), list(settings.values()))

@@ -15,8 +15,6 @@ from bronzeline.sources import Source, open_source
 from bronzeline.store import ObjectStore, open_store
 from bronzeline.warehouse.control import Control
 
-SESSION_SETTINGS = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra_float_digits": "1"}
-
 
 class Context:
     def __init__(self, config: Config) -> None:
@@ -28,10 +26,7 @@ class Context:
 
     def _connect_warehouse(self, purpose: str) -> psycopg.Connection[Any]:
         name = self.config.warehouse.connection
-        conn = connect(name, self.config.connections[name], WarehouseError, purpose=purpose)
-        for key, value in SESSION_SETTINGS.items():
-            conn.execute("SELECT set_config(%s, %s, false)", (key, value))
-        return conn
+        return connect(name, self.config.connections[name], WarehouseError, purpose=purpose)
 
     @property
     def warehouse(self) -> psycopg.Connection[Any]:

@@ -59,9 +59,11 @@ def test_run_blames_bronze_not_the_source_when_the_key_changed(pipeline: Pipelin
     with pipeline.src() as conn:
         conn.execute("CREATE TABLE tracksolid.fixes (imei text, seq int, recorded_at timestamptz NOT NULL "
                      "DEFAULT now(), PRIMARY KEY (imei, seq))")
-        conn.execute("INSERT INTO tracksolid.fixes (imei, seq) VALUES ('a', 1), ('b', 1)")
+        conn.execute("INSERT INTO tracksolid.fixes (imei, seq) VALUES ('a', 1), ('a', 2)")
     pipeline.write_config("  - {name: fixes, from: tracksolid.fixes, watermark: recorded_at, key: [seq]}\n")
-    pipeline.cli("migrate", check=True)
+    pipeline.cli("migrate", check=True)  # seq happens to be unique so far
+    with pipeline.src() as conn:
+        conn.execute("INSERT INTO tracksolid.fixes (imei, seq) VALUES ('b', 1)")
     pipeline.write_config("  - {name: fixes, from: tracksolid.fixes, watermark: recorded_at, key: [imei, seq]}\n")
     time.sleep(0.15)
     proc = pipeline.cli("run")
@@ -70,6 +72,10 @@ def test_run_blames_bronze_not_the_source_when_the_key_changed(pipeline: Pipelin
     assert line.startswith("error: fixes: ") and "not unique at the source" not in line, line
     assert "(imei, seq)" in line and "bronzeline migrate" in line, line
     assert pipeline.files("exports", "fixes") == []
+    pipeline.cli("migrate", check=True)  # moves bronze's primary key to (imei, seq)
+    assert [o.status for o in pipeline.run()] == ["loaded"]
+    with pipeline.src() as s, pipeline.wh() as w:
+        assert table_digest(s, "tracksolid.fixes") == table_digest(w, "bronze.fixes")
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -25,8 +25,6 @@ TIMESTAMP_TYPES = {"timestamp with time zone", "timestamp without time zone"}
 SMALL_TABLE_ROWS = 1_000_000  # below this, a duplicate-key probe without an index is cheap enough
 SMALL_TABLE_BYTES = 64 << 20  # the same for a table never analyzed (no row estimate yet)
 KEY_PROBE_TIMEOUT = "30s"
-SESSION_SETTINGS = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra_float_digits": "1",
-                    "bytea_output": "hex"}
 
 _TYPES_SQL = """
 SELECT u.ord::int,
@@ -86,12 +84,8 @@ class PostgresSource:
     def __init__(self, name: str, cfg: ConnectionConfig) -> None:
         self.name = name
         self._secret = dsn_password(cfg.dsn)
-        self.conn = connect(name, cfg, SourceError, purpose="extract")
-        with self.conn.cursor() as cur:
-            for key, value in SESSION_SETTINGS.items():
-                cur.execute("SELECT set_config(%s, %s, false)", (key, value))
-            if cfg.statement_timeout:
-                cur.execute("SELECT set_config('statement_timeout', %s, false)", (cfg.statement_timeout,))
+        extra = {"statement_timeout": cfg.statement_timeout} if cfg.statement_timeout else None
+        self.conn = connect(name, cfg, SourceError, purpose="extract", settings=extra)
 
     def close(self) -> None:
         self.conn.close()
