@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bronzeline.errors import ConfigError
@@ -163,6 +162,8 @@ class TableConfig(Strict):
 
 def check_cron(value: str | None) -> str | None:
     """Five fields (minute hour day month weekday), or six with seconds last (croniter's convention)."""
+    from croniter import croniter  # here: only configs with a cron pay for its import
+
     if value is not None and (len(value.split()) not in (5, 6) or not croniter.is_valid(value)):
         raise ValueError(f"{value!r} is not a cron expression; write five fields, e.g. '0 5,8,11 * * *'")
     return value
