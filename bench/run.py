@@ -20,6 +20,7 @@ Each measurement is repeated (--repeat) and reported as min / median.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import resource
 import shutil
@@ -216,6 +217,11 @@ def main() -> None:
     if not args.dsn:
         raise SystemExit("pass --dsn (or set BRONZELINE_BENCH_DSN)")
     admin = args.dsn
+    # An installed package has its bytecode compiled (pip does it); a checkout run with
+    # PYTHONDONTWRITEBYTECODE would compile every module in every process: measure the former.
+    import bronzeline
+
+    compileall.compile_dir(os.path.dirname(bronzeline.__file__), quiet=1)
     src, wh = dsn_for(admin, SRC_DB), dsn_for(admin, WH_DB)
     print(f"generating {args.rows:,} rows of position_history …", flush=True)
     recreate(admin, SRC_DB)
