@@ -219,9 +219,9 @@ def main() -> None:
     admin = args.dsn
     # An installed package has its bytecode compiled (pip does it); a checkout run with
     # PYTHONDONTWRITEBYTECODE would compile every module in every process: measure the former.
-    import bronzeline
+    import bronzeline as package
 
-    compileall.compile_dir(os.path.dirname(bronzeline.__file__), quiet=1)
+    compileall.compile_dir(os.path.dirname(package.__file__), quiet=1)
     src, wh = dsn_for(admin, SRC_DB), dsn_for(admin, WH_DB)
     print(f"generating {args.rows:,} rows of position_history …", flush=True)
     recreate(admin, SRC_DB)

@@ -1,4 +1,4 @@
-"""Batch files and manifests (DESIGN.md §6) on a local directory store: names, round trips, verification,
+"""Batch files and manifests (docs/design.md) on a local directory store: names, round trips, verification,
 atomic writes and listing."""
 
 from __future__ import annotations

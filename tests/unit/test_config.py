@@ -1,4 +1,5 @@
-"""The config file contract (DESIGN.md §2): loading, ${VAR} interpolation, errors with key paths, lookup."""
+"""The config file contract (README.md, config reference): loading, ${VAR} interpolation, errors with key
+paths, lookup."""
 
 from __future__ import annotations
 

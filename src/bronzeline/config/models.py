@@ -1,4 +1,4 @@
-"""The config file's schema (DESIGN.md §2). Validated once; stages receive these objects."""
+"""The config file's schema (README.md, config reference). Validated once; stages receive these objects."""
 
 from __future__ import annotations
 
