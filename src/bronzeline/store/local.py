@@ -91,7 +91,8 @@ class LocalStore:
         return sorted(f"{prefix}/{name}" if prefix else name for name in names)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).exists()
+        with self._errors("checking", key):
+            return self._path(key).exists()
 
     def size(self, key: str) -> int:
         with self._errors("reading the size of", key):
