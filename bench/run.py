@@ -9,7 +9,9 @@ On a local PostgreSQL (superuser DSN), in one run:
   * an incremental run after 10,000 new rows;
   * one `bronzeline run` over 50 small tables (per-table cost beyond process start);
   * peak RSS of the bronzeline process;
-  * dlt and Sling, when installed (see ../shared/PEERS.md for how to install them offline).
+  * start-up: the median time to import the CLI module (`python -c 'import bronzeline.cli'`), which
+    every run pays, next to the interpreter's own start;
+  * dlt and Sling, when installed (a python with `dlt[postgres,sql_database]`, and the `sling` binary).
 Each measurement is repeated (--repeat) and reported as min / median.
 
     python bench/run.py --dsn "host=127.0.0.1 port=54329 user=postgres password=… dbname=postgres" --rows 1000000
@@ -18,6 +20,7 @@ Each measurement is repeated (--repeat) and reported as min / median.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import resource
 import shutil
@@ -208,12 +211,17 @@ def main() -> None:
     parser.add_argument("--increment", type=int, default=10_000)
     parser.add_argument("--small-tables", type=int, default=50)
     parser.add_argument("--skip-small", action="store_true")
-    parser.add_argument("--dlt-python", help="a python with dlt[postgres,sql_database] installed (see PEERS.md)")
+    parser.add_argument("--dlt-python", help="a python with dlt[postgres,sql_database] installed")
     parser.add_argument("--sling", help="the sling binary (pip install sling-linux-amd64==1.4.11)")
     args = parser.parse_args()
     if not args.dsn:
         raise SystemExit("pass --dsn (or set BRONZELINE_BENCH_DSN)")
     admin = args.dsn
+    # An installed package has its bytecode compiled (pip does it); a checkout run with
+    # PYTHONDONTWRITEBYTECODE would compile every module in every process: measure the former.
+    import bronzeline as package
+
+    compileall.compile_dir(os.path.dirname(package.__file__), quiet=1)
     src, wh = dsn_for(admin, SRC_DB), dsn_for(admin, WH_DB)
     print(f"generating {args.rows:,} rows of position_history …", flush=True)
     recreate(admin, SRC_DB)
@@ -248,10 +256,11 @@ def main() -> None:
                   f"pipe {results['pipe (text, no key)'].seconds[-1]:.2f}s, incr {wall:.2f}s", flush=True)
         bench_peers(args, src, wh, results, tmp)
         startup = min(timed([sys.executable, "-m", "bronzeline.cli", "--version"], env)[0] for _ in range(3))
+        imports = import_times(env)
         if not args.skip_small:
             small = small_tables(src, wh, tmp, env, args.small_tables, args.repeat)
             results[small.name] = small
-    report(results, startup, args.small_tables)
+    report(results, startup, args.small_tables, imports)
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak RSS of any child process (max): {peak:.0f} MB")
 
@@ -287,7 +296,16 @@ def small_tables(src: str, wh: str, tmp: Path, env: dict[str, str], count: int, 
     return result
 
 
-def report(results: dict[str, Result], startup: float, small_count: int) -> None:
+def import_times(env: dict[str, str], runs: int = 9) -> tuple[float, float]:
+    """(median seconds of `python -c 'import bronzeline.cli'`, of `python -c pass`), each in a fresh process."""
+    def median_of(code: str) -> float:
+        return statistics.median(timed([sys.executable, "-c", code], env)[0] for _ in range(runs))
+
+    median_of("import bronzeline.cli")  # once first: compiled bytecode written, files in the page cache
+    return median_of("import bronzeline.cli"), median_of("pass")
+
+
+def report(results: dict[str, Result], startup: float, small_count: int, imports: tuple[float, float]) -> None:
     pipe = results["pipe (text, no key)"]
     pipe_rate = pipe.rows / pipe.median
     print()
@@ -298,6 +316,11 @@ def report(results: dict[str, Result], startup: float, small_count: int) -> None
         ratio = f"{rate / pipe_rate:.2f}" if "full" in r.name or "pipe" in r.name else ""
         print(f"{r.name:34} {r.rows:>10,} {r.best:>8.2f} {r.median:>9.2f} {rate:>11,.0f} {ratio:>7} {rss:>9}")
     print(f"\nprocess start (bronzeline --version): {startup * 1000:.0f} ms")
+    cli_import, interpreter = imports
+    incremental = results["bronzeline incremental"]
+    print(f"import bronzeline.cli: {cli_import * 1000:.0f} ms (median; the interpreter alone "
+          f"{interpreter * 1000:.0f} ms); incremental run of {incremental.rows:,} new rows: "
+          f"{incremental.median:.2f} s (median), {incremental.best:.2f} s (min)")
     for r in results.values():
         if "tables" in r.name:
             print(f"{r.name}: {(r.median - startup) / small_count * 1000:.0f} ms per table beyond process start")

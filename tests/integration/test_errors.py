@@ -1,4 +1,4 @@
-"""Errors through the command line (DESIGN.md §3): exit codes, clear messages, no tracebacks, no secrets."""
+"""Errors through the command line (README, commands): exit codes, clear messages, no tracebacks, no secrets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The fleet simulator against a real PostgreSQL + PostGIS: the properties FLEET.md promises."""
+"""The fleet simulator against a real PostgreSQL + PostGIS: the properties of the reference fleet."""
 
 from __future__ import annotations
 

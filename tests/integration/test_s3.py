@@ -19,7 +19,7 @@ from bronzeline.faults import POINTS
 from bronzeline.pipeline.attempts import classify
 from bronzeline.provision import migrate as run_migrate
 from bronzeline.store import open_store
-from bronzeline.store.fsstore import FsspecStore
+from bronzeline.store.s3 import S3Store
 from tests.integration.pipeline import Pipeline
 from tests.integration.s3server import KEY_ID, REGION, SECRET, S3Server, s3_server
 from tests.integration.test_core import (
@@ -160,11 +160,11 @@ def test_a_literal_secret_or_a_missing_bucket_is_refused(pipeline: Pipeline, s3:
     assert "bucket 'bl-no-such-bucket'" in outcome.message and "does not exist" in outcome.message
 
 
-def _store(s3: S3Server, bucket: str) -> FsspecStore:
+def _store(s3: S3Server, bucket: str) -> S3Store:
     blob = BlobConfig(url=f"s3://{bucket}/wh", endpoint_url=s3.url, region=REGION, access_key_id=KEY_ID,
                       secret_access_key=SECRET)
     store = open_store(blob, Path("."), "p")
-    assert isinstance(store, FsspecStore)
+    assert isinstance(store, S3Store)
     return store
 
 

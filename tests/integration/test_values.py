@@ -1,4 +1,4 @@
-"""Exact values (DESIGN.md §4): awkward values round-trip byte for byte through `bronzeline run`."""
+"""Exact values (docs/design.md, "No lost rows"): awkward values round-trip byte for byte through `bronzeline run`."""
 
 from __future__ import annotations
 
@@ -234,7 +234,7 @@ INSERT INTO tracksolid.paints (id, colours) VALUES
 
 
 def test_enum_array_lands_as_text_array(pipeline: Pipeline) -> None:
-    """Enums land as text (DESIGN.md §2), so an array of enums lands as text[]: the warehouse has no
+    """Enums land as text (docs/design.md), so an array of enums lands as text[]: the warehouse has no
     copy of the source's enum type."""
     with pipeline.src() as conn:
         conn.execute(ENUM_ARRAY)

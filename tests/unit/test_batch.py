@@ -1,4 +1,4 @@
-"""Batch files and manifests (DESIGN.md §6) on a local directory store: names, round trips, verification,
+"""Batch files and manifests (docs/design.md) on a local directory store: names, round trips, verification,
 atomic writes and listing."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bronzeline.errors import BatchError, StoreError
-from bronzeline.store import FsspecStore
+from bronzeline.store import LocalStore
 from bronzeline.store.batch import (
     MANIFEST_SUFFIX,
     BatchWriter,
@@ -34,8 +34,8 @@ PAYLOAD = ROWS * 5000  # ~250 kB: several compressor blocks
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> FsspecStore:
-    return FsspecStore("file://" + str(tmp_path))
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- naming
@@ -110,7 +110,7 @@ def test_stems_round_trip() -> None:
 # ---------------------------------------------------------------------------------------- round trip
 
 
-def write_batch(store: FsspecStore, compression: str, payload: bytes = PAYLOAD,
+def write_batch(store: LocalStore, compression: str, payload: bytes = PAYLOAD,
                 run_id: int = 42) -> tuple[Manifest, str, str]:
     stem = batch_stem(run_id, datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC), NAIROBI)
     data_key = f"exports/t/{data_name(stem, compression)}"
@@ -132,12 +132,12 @@ def write_batch(store: FsspecStore, compression: str, payload: bytes = PAYLOAD,
     return manifest, manifest_key, data_key
 
 
-def read_all(store: FsspecStore, key: str, manifest: Manifest) -> bytes:
+def read_all(store: LocalStore, key: str, manifest: Manifest) -> bytes:
     return b"".join(read_verified(store, key, manifest))
 
 
 @pytest.mark.parametrize("compression", ["gzip", "none"])
-def test_round_trip(store: FsspecStore, tmp_path: Path, compression: str) -> None:
+def test_round_trip(store: LocalStore, tmp_path: Path, compression: str) -> None:
     manifest, manifest_key, data_key = write_batch(store, compression)
     on_disk = (tmp_path / data_key).read_bytes()
     # the manifest describes the bytes as stored
@@ -157,13 +157,13 @@ def test_round_trip(store: FsspecStore, tmp_path: Path, compression: str) -> Non
 
 
 @pytest.mark.parametrize("compression", ["gzip", "none"])
-def test_empty_batch_round_trips(store: FsspecStore, compression: str) -> None:
+def test_empty_batch_round_trips(store: LocalStore, compression: str) -> None:
     manifest, _, data_key = write_batch(store, compression, payload=b"")
     assert manifest.rows == 0
     assert read_all(store, data_key, manifest) == b""
 
 
-def test_manifest_with_unknown_format_is_refused(store: FsspecStore, tmp_path: Path) -> None:
+def test_manifest_with_unknown_format_is_refused(store: LocalStore, tmp_path: Path) -> None:
     _, manifest_key, _ = write_batch(store, "gzip")
     path = tmp_path / manifest_key
     path.write_text(path.read_text().replace("bronzeline.batch/1", "other/9"))
@@ -177,7 +177,7 @@ def test_manifest_with_unknown_format_is_refused(store: FsspecStore, tmp_path: P
 # -------------------------------------------------------------------------------------- verification
 
 
-def test_truncated_gzip_is_refused(store: FsspecStore, tmp_path: Path) -> None:
+def test_truncated_gzip_is_refused(store: LocalStore, tmp_path: Path) -> None:
     manifest, _, data_key = write_batch(store, "gzip")
     path = tmp_path / data_key
     whole = path.read_bytes()
@@ -186,7 +186,7 @@ def test_truncated_gzip_is_refused(store: FsspecStore, tmp_path: Path) -> None:
         read_all(store, data_key, manifest)
 
 
-def test_truncated_gzip_is_refused_even_when_the_manifest_agrees(store: FsspecStore, tmp_path: Path) -> None:
+def test_truncated_gzip_is_refused_even_when_the_manifest_agrees(store: LocalStore, tmp_path: Path) -> None:
     """A writer that died mid-stream and then wrote a manifest for what it had: the gzip stream itself
     tells the file is incomplete."""
     manifest, _, data_key = write_batch(store, "gzip")
@@ -199,7 +199,7 @@ def test_truncated_gzip_is_refused_even_when_the_manifest_agrees(store: FsspecSt
 
 
 @pytest.mark.parametrize("compression", ["gzip", "none"])
-def test_edited_byte_is_refused(store: FsspecStore, tmp_path: Path, compression: str) -> None:
+def test_edited_byte_is_refused(store: LocalStore, tmp_path: Path, compression: str) -> None:
     manifest, _, data_key = write_batch(store, compression)
     path = tmp_path / data_key
     data = bytearray(path.read_bytes())
@@ -212,7 +212,7 @@ def test_edited_byte_is_refused(store: FsspecStore, tmp_path: Path, compression:
         assert "sha256" in str(info.value)
 
 
-def test_edited_byte_in_uncompressed_csv_names_the_checksum(store: FsspecStore, tmp_path: Path) -> None:
+def test_edited_byte_in_uncompressed_csv_names_the_checksum(store: LocalStore, tmp_path: Path) -> None:
     manifest, _, data_key = write_batch(store, "none")
     path = tmp_path / data_key
     path.write_bytes(path.read_bytes().replace(b"1,", b"9,", 1))
@@ -221,14 +221,14 @@ def test_edited_byte_in_uncompressed_csv_names_the_checksum(store: FsspecStore, 
 
 
 @pytest.mark.parametrize("compression", ["gzip", "none"])
-def test_wrong_byte_count_is_refused(store: FsspecStore, compression: str) -> None:
+def test_wrong_byte_count_is_refused(store: LocalStore, compression: str) -> None:
     manifest, _, data_key = write_batch(store, compression)
     manifest.bytes += 1
     with pytest.raises(BatchError, match="bytes"):
         read_all(store, data_key, manifest)
 
 
-def test_extra_bytes_appended_are_refused(store: FsspecStore, tmp_path: Path) -> None:
+def test_extra_bytes_appended_are_refused(store: LocalStore, tmp_path: Path) -> None:
     manifest, _, data_key = write_batch(store, "none")
     with open(tmp_path / data_key, "ab") as handle:
         handle.write(b"4,extra\n")
@@ -236,7 +236,7 @@ def test_extra_bytes_appended_are_refused(store: FsspecStore, tmp_path: Path) ->
         read_all(store, data_key, manifest)
 
 
-def test_garbage_instead_of_gzip_is_refused(store: FsspecStore, tmp_path: Path) -> None:
+def test_garbage_instead_of_gzip_is_refused(store: LocalStore, tmp_path: Path) -> None:
     manifest, _, data_key = write_batch(store, "gzip")
     garbage = b"this is not gzip at all\n" * 10
     (tmp_path / data_key).write_bytes(garbage)
@@ -245,7 +245,7 @@ def test_garbage_instead_of_gzip_is_refused(store: FsspecStore, tmp_path: Path) 
         read_all(store, data_key, manifest)
 
 
-def test_missing_data_file(store: FsspecStore) -> None:
+def test_missing_data_file(store: LocalStore) -> None:
     manifest, _, data_key = write_batch(store, "gzip")
     store.delete(data_key)
     with pytest.raises(StoreError, match="does not exist"):
@@ -259,7 +259,7 @@ def files_under(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-def test_open_write_appears_only_when_complete(store: FsspecStore, tmp_path: Path) -> None:
+def test_open_write_appears_only_when_complete(store: LocalStore, tmp_path: Path) -> None:
     final = tmp_path / "exports" / "t" / "b.csv"
     with store.open_write("exports/t/b.csv") as handle:
         handle.write(b"partial")
@@ -269,7 +269,7 @@ def test_open_write_appears_only_when_complete(store: FsspecStore, tmp_path: Pat
     assert files_under(tmp_path) == ["exports/t/b.csv"]  # no .part file left behind
 
 
-def test_open_write_failure_leaves_nothing(store: FsspecStore, tmp_path: Path) -> None:
+def test_open_write_failure_leaves_nothing(store: LocalStore, tmp_path: Path) -> None:
     class Boom(Exception):
         pass
 
@@ -281,7 +281,7 @@ def test_open_write_failure_leaves_nothing(store: FsspecStore, tmp_path: Path) -
     assert store.list("exports/t") == []
 
 
-def test_open_write_failure_keeps_an_existing_file(store: FsspecStore, tmp_path: Path) -> None:
+def test_open_write_failure_keeps_an_existing_file(store: LocalStore, tmp_path: Path) -> None:
     with store.open_write("k.csv") as handle:
         handle.write(b"old")
     with pytest.raises(RuntimeError), store.open_write("k.csv") as handle:
@@ -291,7 +291,7 @@ def test_open_write_failure_keeps_an_existing_file(store: FsspecStore, tmp_path:
     assert files_under(tmp_path) == ["k.csv"]
 
 
-def test_list_is_sorted_and_lists_files_only(store: FsspecStore) -> None:
+def test_list_is_sorted_and_lists_files_only(store: LocalStore) -> None:
     names = ["20240102_060405_EAT_9.csv.gz", "20240101_000000_EAT_10.manifest.json", "b.txt", "a.txt",
              "20240101_000000_EAT_10.csv.gz"]
     for name in names:
@@ -305,7 +305,7 @@ def test_list_is_sorted_and_lists_files_only(store: FsspecStore) -> None:
     assert store.list("exports/t/sub") == ["exports/t/sub/nested.txt"]
 
 
-def test_copy_exists_size_delete(store: FsspecStore, tmp_path: Path) -> None:
+def test_copy_exists_size_delete(store: LocalStore, tmp_path: Path) -> None:
     manifest, manifest_key, data_key = write_batch(store, "gzip")
     dst = "processed/t/" + data_key.rsplit("/", 1)[-1]
     store.copy(data_key, dst)

@@ -1,4 +1,5 @@
-"""The config file contract (DESIGN.md §2): loading, ${VAR} interpolation, errors with key paths, lookup."""
+"""The config file contract (README.md, config reference): loading, ${VAR} interpolation, errors with key
+paths, lookup."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from bronzeline.config import find_config, load_config, parse_interval
 from bronzeline.errors import ConfigError
-from bronzeline.store import FsspecStore, open_store
+from bronzeline.store import LocalStore, open_store
 
 ENV = {"SOURCE_DSN": "host=src.example dbname=ops user=reader", "WAREHOUSE_DSN": "host=wh.example dbname=dwh"}
 
@@ -281,7 +282,7 @@ def test_relative_blob_path_is_relative_to_the_config_folder(tmp_path: Path,
     monkeypatch.chdir(elsewhere)
     config = load_config(os.path.relpath(path, elsewhere), ENV)
     store = open_store(config.blob, config.base_dir, config.project)
-    assert isinstance(store, FsspecStore)
+    assert isinstance(store, LocalStore)
     with store.open_write("exports/t/x.csv") as handle:
         handle.write(b"1\n")
     assert (folder / "blob" / "fleet" / "exports" / "t" / "x.csv").read_bytes() == b"1\n"

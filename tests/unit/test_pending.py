@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bronzeline.store.fsstore import FsspecStore
-from bronzeline.store.pending import PendingCount, pending_batches
+from bronzeline.batches.area import Area, PendingCount
+from bronzeline.store.local import LocalStore
 
 
 def test_complete_batches_and_incomplete_files(tmp_path: Path) -> None:
-    store = FsspecStore(f"file://{tmp_path}")
-    assert pending_batches(store, "t") == PendingCount(0, 0)
+    store = LocalStore(tmp_path)
+    assert Area(store, "t").count() == PendingCount(0, 0)
     exports = tmp_path / "exports" / "t"
     exports.mkdir(parents=True)
     names = ["20260101_100000_EAT_1.csv.gz", "20260101_100000_EAT_1.manifest.json",  # a complete batch
@@ -20,6 +20,6 @@ def test_complete_batches_and_incomplete_files(tmp_path: Path) -> None:
              "notes.txt"]  # a foreign file
     for name in names:
         (exports / name).write_bytes(b"x")
-    found = pending_batches(store, "t")
+    found = Area(store, "t").count()
     assert (found.complete, found.incomplete, found.files) == (1, 4, 6)
     assert set(found.names) == set(names)

@@ -16,14 +16,9 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from bronzeline.store import batch
-from bronzeline.store.base import ObjectStore
+from bronzeline.store.base import ObjectStore, is_temp
 
 Folder = Literal["exports", "processed", "failed"]
-
-
-def is_temporary(name: str) -> bool:
-    """A store's temporary upload name (`.<name>.<id>.part`): never a batch."""
-    return name.startswith(".") and name.endswith(".part")
 
 
 @dataclass(frozen=True)
@@ -52,6 +47,24 @@ class AreaScan:
     incomplete: list[str] = field(default_factory=list)  # data files whose manifest never came
     lone_manifests: list[str] = field(default_factory=list)  # manifests whose data file is not beside them
     temporary: list[str] = field(default_factory=list)  # uploads that never finished
+    foreign: list[str] = field(default_factory=list)  # files that are not batch files (never touched)
+    names: tuple[str, ...] = ()  # every file name in the folder, sorted
+
+
+@dataclass(frozen=True)
+class PendingCount:
+    """`complete`: batches with both their data file and manifest (the next run loads them).
+    `incomplete`: every other file — a data file without its manifest (a write that did not finish,
+    which the next run deletes), a manifest without its data file, a temporary file, a foreign file.
+    `status`, `verify`, the page and /metrics all count with this one function."""
+
+    complete: int
+    incomplete: int
+    names: tuple[str, ...] = ()
+
+    @property
+    def files(self) -> int:
+        return len(self.names)
 
 
 class Area:
@@ -72,14 +85,16 @@ class Area:
     def scan(self, which: Folder = "exports") -> AreaScan:
         keys = self.store.list(self.folder(which))
         stems: dict[str, list[str]] = {}
-        found = AreaScan()
+        found = AreaScan(names=tuple(sorted(k.rsplit("/", 1)[-1] for k in keys)))
         for key in keys:
             name = key.rsplit("/", 1)[-1]
-            if is_temporary(name):
+            if is_temp(name):
                 found.temporary.append(key)
                 continue
             stem = batch.stem_of(name)
-            if stem is not None:
+            if stem is None:
+                found.foreign.append(key)
+            else:
                 stems.setdefault(stem, []).append(key)
         for stem, files in sorted(stems.items(), key=lambda kv: batch.run_id_of(kv[0])):
             manifests = [k for k in files if k.endswith(batch.MANIFEST_SUFFIX)]
@@ -91,6 +106,11 @@ class Area:
             else:
                 found.lone_manifests += manifests
         return found
+
+    def count(self) -> PendingCount:
+        """What waits in exports/: complete batches, and every other file."""
+        found = self.scan("exports")
+        return PendingCount(len(found.complete), len(found.names) - 2 * len(found.complete), found.names)
 
     def pending(self) -> list[Batch]:
         """Complete batches waiting in exports/, oldest run first."""

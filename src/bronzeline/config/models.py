@@ -1,4 +1,4 @@
-"""The config file's schema (DESIGN.md §2). Validated once; stages receive these objects."""
+"""The config file's schema (README.md, config reference). Validated once; stages receive these objects."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bronzeline.cron import validate_cron
 from bronzeline.errors import ConfigError
-from bronzeline.observe.cadence import validate_cron
 from bronzeline.redact import dsn_password
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")

@@ -1,4 +1,4 @@
-"""The fleet-tracking reference project (FLEET.md): the `tracksolid` source schema
+"""The fleet-tracking reference project: the `tracksolid` source schema
 (`schema`), a realistic simulator (`simulator`), the reference bronzeline.yml
 (`config_text`, `reference.yml`) and an embedded PostgreSQL for the demo (`embedded`).
 

@@ -26,7 +26,7 @@ def write_demo_config(directory: Path, source_dsn: str, warehouse_dsn: str, post
     """Write `directory`/bronzeline.yml with the demo's DSNs written in literally.
 
     Literal DSNs are acceptable only because the embedded servers use trust authentication on
-    loopback: a DSN carrying a password, or a non-loopback host, is refused (DESIGN.md: secrets
+    loopback: a DSN carrying a password, or a non-loopback host, is refused (docs/design.md: secrets
     appear only as ${VAR} references). The blob store lands in `directory`/blob.
     """
     for name, dsn in (("source", source_dsn), ("warehouse", warehouse_dsn)):

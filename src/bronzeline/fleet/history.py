@@ -1,6 +1,6 @@
 """The seeded past: when did each thing a device observed reach the source database?
 
-The ingestion service of FLEET.md polls the vendor's API on fixed cadences, one call per chunk
+The reference fleet's ingestion service polls the vendor's API on fixed cadences, one call per chunk
 of at most 50 IMEIs; a row's `recorded_at` is the moment the call that fetched it finished
 (one insert transaction per call, so many rows share one value). Calls sometimes fail (rate
 limit 1006, gateway errors, timeouts) and the next successful call picks the rows up; devices

@@ -1,4 +1,4 @@
-"""The fleet's shape (FLEET.md): cities, device registry, IMEIs, plates, and the geometry helpers
+"""The reference fleet's shape: cities, device registry, IMEIs, plates, and the geometry helpers
 the simulator needs (distances, moving along a bearing, hex EWKB points)."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ CITIES: tuple[City, ...] = (
     City("Kampala", "KLA", 0.3476, 32.5825, 8_000, "U", 0.04),
 )
 
-# IMEI prefix (TAC start) -> device model, as in FLEET.md; weights are the fleet's mix.
+# IMEI prefix (TAC start) -> device model, as in the reference fleet; weights are the fleet's mix.
 DEVICE_FAMILIES: tuple[tuple[str, str, float], ...] = (
     ("353549", "AT4", 0.35),
     ("862798", "X3", 0.25),
@@ -136,7 +136,7 @@ def make_fleet(rng: random.Random, count: int, now: datetime, active_share: floa
 
 
 def _city_assignment(rng: random.Random, count: int) -> list[City]:
-    """Shares as FLEET.md describes, with a handful of Kampala units and at least one per city."""
+    """The reference fleet's shares, with a handful of Kampala units and at least one per city."""
     sizes = [max(1, round(count * city.share)) for city in CITIES] if count >= len(CITIES) else [count, 0, 0]
     sizes[0] = count - sum(sizes[1:])
     cities = [city for city, size in zip(CITIES, sizes, strict=True) for _ in range(size)]

@@ -1,4 +1,4 @@
-"""The fleet source schema `tracksolid`, as the ingestion service of FLEET.md would create it.
+"""The fleet source schema `tracksolid`, as the reference fleet's ingestion service would create it.
 
 Functions rather than a .sql file because the geometry columns exist only when PostGIS is
 installed (the embedded demo server has none; it keeps lat/lng only).
@@ -153,7 +153,7 @@ def create_source_schema(conn: psycopg.Connection[Any], postgis: bool) -> None:
     """Create schema tracksolid and its tables and indexes (idempotent), then commit.
 
     With postgis, live_positions and position_history get `geom geometry(Point, 4326)`;
-    PostGIS itself must already be installed (a DBA's job, DESIGN.md §5).
+    PostGIS itself must already be installed (a DBA's job; docs/operations.md).
     """
     if postgis and not has_postgis(conn):
         raise SourceError("postgis=True but the postgis extension is not installed in this database")
@@ -195,7 +195,7 @@ def grant_readonly(conn: psycopg.Connection[Any], role: str, *, read_all_stats: 
     """Let `role` read every tracksolid table, present and future, then commit.
 
     read_all_stats also grants pg_read_all_stats, which bronzeline's source login needs to see
-    other sessions' open transactions (DESIGN.md §4); granting it takes a superuser.
+    other sessions' open transactions (docs/design.md, "No lost rows"); granting it takes a superuser.
     """
     schema, who = sql.Identifier(SCHEMA), sql.Identifier(role)
     with conn.transaction():

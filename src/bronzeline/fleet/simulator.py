@@ -125,7 +125,7 @@ def _count(conn: psycopg.Connection[Any], table: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bronzeline.fleet.simulator",
-        description="Keep a fleet-telematics source busy (see bronzeline's FLEET.md).",
+        description="Keep a fleet-telematics source busy (bronzeline's fleet reference project).",
     )
     parser.add_argument("--dsn", default=os.environ.get("SOURCE_DSN"), help="source DSN (default $SOURCE_DSN)")
     parser.add_argument("--rate", type=float, default=50.0, help="position rows per second (default 50)")

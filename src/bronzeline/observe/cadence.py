@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from croniter import CroniterBadDateError, croniter
 
+from bronzeline.cron import validate_cron
 from bronzeline.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -48,14 +49,6 @@ def table_cadence(config: Config, table: TableConfig, override: timedelta | None
     if config.schedule.cron:
         return Cadence(longest_gap(config.schedule.cron, tz=config.tz), "schedule.cron")
     return Cadence(DEFAULT_CADENCE, "no cron configured: daily assumed")
-
-
-def validate_cron(expr: str) -> str:
-    """`expr` when croniter reads it as five fields, or six with seconds last; ValueError otherwise."""
-    if len(expr.split()) not in (5, 6) or not croniter.is_valid(expr):
-        raise ValueError(f"{expr!r} is not a cron expression; write five fields (minute hour day month weekday) "
-                         "such as '0 5,8,11 * * *', or six with seconds last")
-    return expr
 
 
 def _times_of_day(expanded: list[list[int | str]]) -> list[int]:

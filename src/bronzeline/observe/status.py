@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bronzeline.batches.area import Area
 from bronzeline.context import Context
-from bronzeline.store.pending import pending_batches
 from bronzeline.text import iso
 from bronzeline.warehouse import migrations
 
@@ -53,7 +53,7 @@ def table_status(ctx: Context) -> list[TableStatus]:
     for table, row in zip(config.tables, ledger, strict=True):
         reference = row.watermark if table.mode == "incremental" else row.last_loaded_at
         lag = round((row.now - reference).total_seconds(), 3) if reference is not None else None
-        pending = pending_batches(ctx.store, table.name)
+        pending = Area(ctx.store, table.name).count()
         out.append(TableStatus(
             table=table.name, mode=table.mode, last_loaded_at=row.last_loaded_at, lag_seconds=lag,
             watermark=row.watermark, rows_loaded_last_run=row.rows_loaded_last_run,

@@ -7,11 +7,11 @@ import re
 from datetime import timedelta
 from typing import Any, Literal
 
+from bronzeline.batches.area import Area
 from bronzeline.config.models import TableConfig
 from bronzeline.context import Context
 from bronzeline.observe.cadence import Cadence
 from bronzeline.observe.probe import TableProbe
-from bronzeline.store.pending import pending_batches
 from bronzeline.text import first_line, human_duration, iso
 
 Status = Literal["pass", "fail", "warn", "skip"]
@@ -105,7 +105,7 @@ def geometry(probe: TableProbe) -> Result:
 
 def exports_empty(ctx: Context, table: TableConfig) -> Result:
     """Nothing waits in exports/: counted as `status` counts it (complete batches and incomplete files)."""
-    pending = pending_batches(ctx.store, table.name)
+    pending = Area(ctx.store, table.name).count()
     numbers = {"files": pending.files, "complete_batches": pending.complete, "incomplete_files": pending.incomplete}
     if not pending.files:
         return "pass", "exports/ is empty", numbers

@@ -1,5 +1,5 @@
 """One attempt at one table: leftovers -> pending batches -> window -> extract -> store -> load -> move
-(DESIGN.md §1). The caller (pipeline/attempts.py) holds the table's lock and decides about retries;
+(docs/design.md, "The pipeline"). The caller (pipeline/attempts.py) holds the table's lock and decides about retries;
 this module never calls back into it.
 
 The only module that knows the source, the object store and the warehouse together.

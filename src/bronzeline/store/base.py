@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol
+
+from bronzeline.errors import StoreError
+
+CHUNK = 8 << 20
+TEMP_SUFFIX = ".part"
 
 
 class ObjectStore(Protocol):
@@ -35,3 +41,27 @@ class ObjectStore(Protocol):
 
     def modified_at(self, key: str) -> float:
         """Seconds since the epoch."""
+
+
+def temp_name(name: str) -> str:
+    """The one temporary-file scheme: `.<name>.<random>.part` beside the target. A store that
+    writes under a temporary name removes it on failure; one left by a killed process is
+    recognised by `is_temp` (and deleted by the next run)."""
+    return f".{name}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"
+
+
+def is_temp(name: str) -> bool:
+    """A file name (without folders) made by `temp_name`."""
+    base = name.rsplit("/", 1)[-1]
+    return base.startswith(".") and base.endswith(TEMP_SUFFIX)
+
+
+def store_failure(what: str, url: str, exc: BaseException) -> StoreError:
+    """A StoreError for a failed operation, with the client library's exception as its cause
+    (retry.classify reads the cause: the message's wording decides nothing)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    error = StoreError(f"object store: {what} {url} failed ({detail[:300]}); check that the store is reachable "
+                       "and the bucket and credentials are right")
+    error.__cause__ = exc
+    return error

@@ -1,4 +1,4 @@
-"""Batch files and their manifests (DESIGN.md §6): naming, streaming write, verified read."""
+"""Batch files and their manifests (docs/design.md, the object store): naming, streaming write, verified read."""
 
 from __future__ import annotations
 
