@@ -136,7 +136,10 @@ def cli(ctx: click.Context, config_path: str | None, debug: bool) -> None:
 
 
 def _event(event: Event) -> None:
-    err.print(f"{event.table}: {event.render()}", markup=False, highlight=False)
+    from bronzeline.events import BatchLoaded
+
+    if not isinstance(event, BatchLoaded):  # the table's total is printed when it is done
+        err.print(f"{event.table}: {event.render()}", markup=False, highlight=False)
 
 
 class ExtractProgress:

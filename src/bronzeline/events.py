@@ -62,6 +62,24 @@ class LeftoverDeleted(Event):
 
 
 @dataclass(frozen=True)
+class BatchLoaded(Event):
+    """A batch committed: its rows are in bronze and its run row says `loaded`. Orchestrators read
+    it for asset metadata; the command line prints the table's total instead."""
+
+    run_id: int
+    path: str  # where the batch file is kept (processed/)
+    window_start: datetime | None
+    window_end: datetime | None
+    rows_extracted: int
+    rows_loaded: int
+    rows_skipped: int
+
+    def render(self) -> str:
+        return (f"run {self.run_id} loaded {self.rows_loaded:,} of {self.rows_extracted:,} rows "
+                f"({self.rows_skipped:,} already present) from {self.path}")
+
+
+@dataclass(frozen=True)
 class BatchRefused(Event):
     path: str
     why: str

@@ -21,7 +21,7 @@ from bronzeline.config.models import Config, TableConfig
 from bronzeline.context import Context
 from bronzeline.cron import next_fire, prev_fire
 from bronzeline.errors import BronzelineError, ConfigError
-from bronzeline.events import Event, EventSink
+from bronzeline.events import BatchLoaded, Event, EventSink
 from bronzeline.pipeline import PassState, TableOutcome, run_tables
 from bronzeline.text import first_line
 
@@ -78,7 +78,8 @@ class Scheduler:
         self.outcomes: list[TableOutcome] = []
 
     def _log_event(self, event: Event) -> None:
-        self.log(f"{event.table}: {event.render()}")
+        if not isinstance(event, BatchLoaded):  # describe() logs the table's total
+            self.log(f"{event.table}: {event.render()}")
 
     def stop(self) -> None:
         self.stopping.set()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bronzeline.events import BoundHeldBack, Event, Extracting
+from bronzeline.events import BatchLoaded, BoundHeldBack, Event, Extracting
 from tests.conftest import dsn_for
 from tests.integration.pipeline import Pipeline, table_digest
 
@@ -122,5 +122,10 @@ def test_events_are_typed(pipeline: Pipeline) -> None:
     assert held and held[0].table == "t" and held[0].seconds >= 0.3 and "pid" in held[0].holder
     [extracting] = [e for e in events if isinstance(e, Extracting)]
     assert extracting.path.endswith(".csv.gz") and "/exports/t/" in extracting.path
+    [loaded] = [e for e in events if isinstance(e, BatchLoaded)]
+    assert (loaded.run_id, loaded.rows_extracted, loaded.rows_loaded, loaded.rows_skipped) == (outcome.runs[0], 10,
+                                                                                               10, 0)
+    assert outcome.window is not None and loaded.window_start is None and loaded.window_end == outcome.window.end
+    assert "/processed/t/" in loaded.path and loaded.path.endswith(extracting.path.rsplit("/", 1)[-1])
     with pipeline.src() as s, pipeline.wh() as w:
         assert table_digest(s, "tracksolid.t") == table_digest(w, "bronze.t")

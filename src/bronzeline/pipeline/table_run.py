@@ -21,6 +21,7 @@ from bronzeline.config.models import Config, TableConfig
 from bronzeline.context import Context
 from bronzeline.errors import BatchError, BronzelineError, SourceError, WarehouseError, detached
 from bronzeline.events import (
+    BatchLoaded,
     BatchRefused,
     BoundHeldBack,
     EventSink,
@@ -180,7 +181,9 @@ class TableRun:
                                  "moved to failed/")
             self.on_event(LoadingPending(table.name, area.display(keys.data)))
             result = self._load(table, area, manifest, keys, advance=True)
-            outcome.add(manifest.run_id, result, area.display(area.moved_key(keys.data, "processed")))
+            window = Window(_parse(manifest.window_start), _parse(manifest.window_end))
+            self._loaded(outcome, manifest.run_id, result, area.display(area.moved_key(keys.data, "processed")),
+                         window)
 
     def _extract_and_load(self, table: TableConfig, area: Area, outcome: TableOutcome, requested: Window | None,
                           attempt: int) -> None:
@@ -289,7 +292,12 @@ class TableRun:
             raise
         crash_point("committed")
         area.move(keys, "processed", between=lambda: crash_point("moving"))
-        outcome.add(run_id, result, area.display(area.moved_key(keys.data, "processed")))
+        self._loaded(outcome, run_id, result, area.display(area.moved_key(keys.data, "processed")), window)
+
+    def _loaded(self, outcome: TableOutcome, run_id: int, result: LoadResult, path: str, window: Window) -> None:
+        outcome.add(run_id, result, path)
+        self.on_event(BatchLoaded(outcome.table, run_id, path, window.start, window.end, result.rows_extracted,
+                                  result.rows_loaded, result.rows_skipped))
 
     def _report_progress(self, table: str, writer: BatchWriter) -> None:
         if self.on_progress is not None and writer.raw_bytes >= self._next_progress:
@@ -335,3 +343,6 @@ class TableRun:
         if run_id is not None:
             self.ctx.control.mark_failed(run_id, self._safe(f"batch refused: {why}"))
 
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
