@@ -46,6 +46,17 @@ class _LazyConsole:
             self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True, width=width)
         return self._console
 
+    def print(self, *objects: Any, markup: bool | None = None, **options: Any) -> None:
+        """Plain text (markup=False, no styling) is written as is while rich is not loaded yet: `run`
+        prints only such lines, and importing rich would cost it a good part of its start-up."""
+        if self._console is None and markup is False and not set(options) - {"highlight"} \
+                and all(isinstance(o, str) for o in objects):
+            stream = sys.stderr if self._stderr else sys.stdout
+            stream.write(" ".join(objects) + "\n")
+            stream.flush()
+            return
+        self.real().print(*objects, markup=markup, **options)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real(), name)
 
@@ -211,7 +222,7 @@ def run(state: State, tables: tuple[str, ...], workers: int) -> None:
 
     config = state.config
     names = [config.table(name).name for name in tables] or None
-    progress = ExtractProgress() if err.is_terminal else None
+    progress = ExtractProgress() if sys.stderr.isatty() else None
     with progress.bars if progress is not None else contextlib.nullcontext():
         outcomes = run_tables(config, names, workers=workers, on_event=_event, on_progress=progress,
                               debug=state.debug)
