@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from bronzeline.config.models import Config, TableConfig
 
 DEFAULT_CADENCE = timedelta(days=1)  # no cron anywhere: assume one run a day
+DEFAULT_ORIGIN = "no cron configured: daily assumed"
 _HORIZON_DAYS = 800  # long enough to see a yearly cron fire twice
 _MAX_FIRING_DAYS = 400  # a daily cron's pattern repeats within a year; stop walking there
 _START = date(2024, 1, 1)  # a fixed start: the same cron always gets the same cadence
@@ -48,7 +49,7 @@ def table_cadence(config: Config, table: TableConfig, override: timedelta | None
         return Cadence(longest_gap(table.cron, tz=config.tz), f"tables[{table.name}].cron")
     if config.schedule.cron:
         return Cadence(longest_gap(config.schedule.cron, tz=config.tz), "schedule.cron")
-    return Cadence(DEFAULT_CADENCE, "no cron configured: daily assumed")
+    return Cadence(DEFAULT_CADENCE, DEFAULT_ORIGIN)
 
 
 def _times_of_day(expanded: list[list[int | str]]) -> list[int]:

@@ -13,6 +13,7 @@ from bronzeline import __version__
 from bronzeline.config.models import Config
 from bronzeline.context import Context
 from bronzeline.observe import facts
+from bronzeline.observe.cadence import DEFAULT_ORIGIN
 from bronzeline.text import human_duration
 
 PALETTE = ("#2563eb", "#059669", "#d97706", "#db2777", "#7c3aed", "#0891b2", "#dc2626", "#65a30d", "#475569")
@@ -87,7 +88,7 @@ def _table_rows(config: Config, tables: list[dict[str, Any]]) -> str:
 def _origin(origin: str | None) -> str:
     if not origin:
         return ""
-    return "no cron: daily assumed" if origin.startswith("no cron") else f"from {origin}"
+    return "no cron: daily assumed" if origin == DEFAULT_ORIGIN else f"from {origin}"
 
 
 def _failures(config: Config, failures: list[dict[str, Any]]) -> str:
