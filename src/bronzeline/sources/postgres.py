@@ -54,13 +54,6 @@ LEFT JOIN LATERAL (
     ORDER BY xact_start LIMIT 1) AS a ON true
 """
 
-_VISIBILITY_SQL = """
-SELECT current_user, pg_is_in_recovery(),
-       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
-       OR pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')
-"""
-
-
 # For `key:` of a `from:` table: a unique index whose key columns all belong to `key:` proves the key
 # unique; a btree index led by the key's columns makes a duplicate probe cheap; otherwise the size says.
 _KEY_CATALOG_SQL = """
@@ -186,7 +179,8 @@ class PostgresSource:
             problems.append(f"{table.name}: watermark column {wm.name!r} is {wm.type}; "
                             "use an insertion-time timestamptz column (e.g. recorded_at DEFAULT now())")
         if table.lookback is None:
-            user, in_recovery, sees_all = self._visibility()
+            seen = self.visibility()
+            user, in_recovery, sees_all = seen.user, seen.in_recovery, seen.superuser or seen.read_all_stats
             if in_recovery:
                 problems.append(f"{table.name}: source {self.name!r} is a replica (in recovery) and cannot see "
                                 "the primary's open transactions; point it at the primary or set `lookback:`")
@@ -252,11 +246,6 @@ class PostgresSource:
         if row is None:
             return None
         return tuple(row[:-1]), int(row[-1])
-
-    def _visibility(self) -> tuple[str, bool, bool]:
-        row = self.conn.execute(_VISIBILITY_SQL).fetchone()
-        assert row is not None
-        return str(row[0]), bool(row[1]), bool(row[2])
 
     def watermark_nullable(self, table: TableConfig) -> bool | None:
         rel = table.source_relation

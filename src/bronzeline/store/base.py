@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol
@@ -65,3 +66,12 @@ def store_failure(what: str, url: str, exc: BaseException) -> StoreError:
                        "and the bucket and credentials are right")
     error.__cause__ = exc
     return error
+
+
+def sha256_of(store: ObjectStore, key: str) -> str:
+    """sha256 of an object's stored bytes, streamed."""
+    digest = hashlib.sha256()
+    with store.open_read(key) as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

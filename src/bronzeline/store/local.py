@@ -9,7 +9,6 @@ a verified copy, then a delete.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bronzeline.errors import BronzelineError, StoreError
-from bronzeline.store.base import CHUNK, store_failure, temp_name
+from bronzeline.store.base import CHUNK, sha256_of, store_failure, temp_name
 
 
 class LocalStore:
@@ -104,11 +103,7 @@ class LocalStore:
 
     def checksum(self, key: str) -> str:
         """sha256 of the stored bytes."""
-        digest = hashlib.sha256()
-        with self.open_read(key) as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return sha256_of(self, key)
 
     def delete(self, key: str) -> None:
         with self._errors("deleting", key), suppress(FileNotFoundError):

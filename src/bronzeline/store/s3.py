@@ -8,7 +8,6 @@ raise StoreError with the client library's exception as the cause (retry.classif
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -20,7 +19,7 @@ import s3fs
 from bronzeline.config.models import BlobConfig
 from bronzeline.connections import is_loopback
 from bronzeline.errors import BronzelineError, ConfigError, StoreError
-from bronzeline.store.base import CHUNK, store_failure
+from bronzeline.store.base import sha256_of, store_failure
 
 
 def s3_options(blob: BlobConfig, env: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -157,11 +156,7 @@ class S3Store:
 
     def checksum(self, key: str) -> str:
         """sha256 of the stored bytes."""
-        digest = hashlib.sha256()
-        with self.open_read(key) as handle:
-            while chunk := handle.read(CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return sha256_of(self, key)
 
     def delete(self, key: str) -> None:
         with self._errors("deleting", key), suppress(FileNotFoundError):
