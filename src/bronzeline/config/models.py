@@ -183,6 +183,14 @@ class ScheduleConfig(Strict):
         return check_cron(value)
 
 
+class ModelsConfig(Strict):
+    """Silver/gold models built in the warehouse from plain SQL files (`bronzeline build`)."""
+
+    path: str = Field(default="models", description="folder of models/<schema>/<name>.sql and *.yml, "
+                                                    "relative to the config file")
+    schedule_build: bool = Field(default=True, description="`schedule` runs `build` after each pass of loads")
+
+
 class Config(Strict):
     project: str
     timezone: str = "UTC"
@@ -192,8 +200,17 @@ class Config(Strict):
     tables: list[TableConfig] = Field(default_factory=list)
     schedule: ScheduleConfig = ScheduleConfig()
     retries: RetriesConfig = RetriesConfig()
+    models: ModelsConfig | None = None
     # Where the config file lives: relative paths are relative to it. Not a config key.
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @property
+    def models_dir(self) -> Path | None:
+        """The models folder, when the config has a `models:` section."""
+        if self.models is None:
+            return None
+        path = Path(self.models.path)
+        return path if path.is_absolute() else self.base_dir / path
 
     @field_validator("project")
     @classmethod
