@@ -27,6 +27,8 @@ from bronzeline.text import first_line
 from bronzeline.warehouse import migrations
 from bronzeline.warehouse.model_ledger import ModelLedger
 
+ROW_LEVEL = frozenset({"not_null", "accepted_values", "accepted_range", "expression_is_true", "relationships"})
+
 
 class _Rollback(Exception):
     """An error check failed: undo the build's transaction (the published version stays)."""
@@ -36,8 +38,8 @@ def build(config: Config, selected: list[str] | None = None, *, full_refresh: bo
           checks_only: bool = False, on_event: EventSink | None = None) -> BuildReport:
     """Build (or with `checks_only`, only check) the selected models (all by default) in order."""
     project = load_project(config)
-    order = build_order(project, config)
     graph = dependencies(project, config)
+    order = build_order(project, config, graph)
     chosen = _select(project, selected)
     with Context(config) as ctx:
         return _Build(ctx, project, graph, on_event or ignore).run(order, chosen, full_refresh, checks_only)
@@ -128,7 +130,7 @@ class _Build:
                 with self.conn.transaction():
                     built, dropped = self._materialize(model, full_refresh)
                     rebuild.update(d for d in dropped if d in self.project.models)
-                    pending = self._run_checks(list(model.checks), built.check_target)
+                    pending = self._gate(model, built)
                     if any(r.blocks for r in pending):
                         raise _Rollback
                     if model.materialized == "incremental" and built.window_end is not None:
@@ -206,6 +208,18 @@ class _Build:
                     sql.SQL(what), sql.Identifier(model.schema, model.name), r))
 
     # ------------------------------------------------------------------ checks
+    def _gate(self, model: Model, built: materialize.Built) -> list[CheckResult]:
+        """The model's checks on what is about to be published. An incremental merge checks its row-level
+        checks on the merged rows only (the rows published before were checked when they were merged);
+        table-level checks (unique, row_count, freshness) always read the whole relation."""
+        if built.merged_rows is None:
+            return self._run_checks(list(model.checks), built.check_target)
+        rows = [s for s in model.checks if s.kind in ROW_LEVEL]
+        whole = [s for s in model.checks if s.kind not in ROW_LEVEL]
+        results = {id(r.spec): r for r in self._run_checks(rows, built.merged_rows) + self._run_checks(
+            whole, built.check_target)}
+        return [results[id(s)] for s in model.checks]
+
     def _run_checks(self, specs: list[CheckSpec], target: str | None) -> list[CheckResult]:
         if not specs:
             return []

@@ -5,17 +5,59 @@ user's own text."""
 from __future__ import annotations
 
 import graphlib
+import hashlib
+import json
+import os
+from pathlib import Path
 
 from bronzeline.config.models import Config
 from bronzeline.errors import ConfigError
 from bronzeline.models.spec import Model, Project
 
+_CACHE_VERSION = "1"  # bump when what `references` returns changes
 
-def references(model: Model) -> set[str]:
+
+def _cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "bronzeline" / "model-references.json"
+
+
+def _read_cache() -> dict[str, list[str]]:
+    try:
+        data = json.loads(_cache_file().read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(cache: dict[str, list[str]]) -> None:
+    """Best effort, atomically: a build that cannot write its cache only parses again next time."""
+    path = _cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        tmp.write_text(json.dumps(cache), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def references(model: Model, cache: dict[str, list[str]] | None = None) -> set[str]:
     """`schema.name` of every schema-qualified relation the model's SQL reads (CTEs excluded), or an
-    empty set for function models (their dependencies are `depends_on`)."""
+    empty set for function models (their dependencies are `depends_on`). With `cache` (SQL digest ->
+    references), an unchanged file is not parsed again: parsing is the slow part of a small build."""
     if model.materialized == "function":
         return set()
+    digest = f"{_CACHE_VERSION}:{hashlib.sha256(model.sql.encode()).hexdigest()}"
+    if cache is not None and digest in cache:
+        return set(cache[digest])
+    found = _parse_references(model)
+    if cache is not None:
+        cache[digest] = sorted(found)
+    return found
+
+
+def _parse_references(model: Model) -> set[str]:
     import sqlglot
     from sqlglot import exp
 
@@ -48,20 +90,25 @@ def dependencies(project: Project, config: Config | None = None) -> dict[str, se
     if config is not None:
         known_tables |= {f"{config.warehouse.bronze_schema}.{t.name}" for t in config.tables}
     graph: dict[str, set[str]] = {}
+    cache = _read_cache()
+    size = len(cache)
     for relation, model in project.models.items():
-        refs = references(model) | set(model.depends_on)
+        refs = references(model, cache) | set(model.depends_on)
         refs.discard(relation)
         unknown = sorted(r for r in refs if r not in project.models and r not in known_tables)
         if unknown:
             raise ConfigError(f"{model.path.name} ({relation}): references {unknown[0]}, which is neither a model, "
                               "a bronze table of the config, nor a table listed under `sources:` in the properties")
         graph[relation] = refs
+    if len(cache) != size:
+        _write_cache(cache)
     return graph
 
 
-def build_order(project: Project, config: Config | None = None) -> list[str]:
+def build_order(project: Project, config: Config | None = None,
+                graph: dict[str, set[str]] | None = None) -> list[str]:
     """Models in an order where each comes after everything it reads; a cycle is a ConfigError."""
-    graph = dependencies(project, config)
+    graph = graph if graph is not None else dependencies(project, config)
     sorter = graphlib.TopologicalSorter({m: {d for d in deps if d in project.models} for m, deps in graph.items()})
     try:
         return list(sorter.static_order())

@@ -33,6 +33,7 @@ class Built:
     check_target: str  # the relation the model's checks read, inside the build's transaction
     window_start: datetime | None = None
     window_end: datetime | None = None
+    merged_rows: str | None = None  # incremental merges: the relation holding just the rows merged
 
 
 def fingerprint(model: Model) -> str:
@@ -69,6 +70,13 @@ def _set_comment(conn: Conn, model: Model, kind: str) -> None:
 
 def _short_locks(conn: Conn) -> None:
     conn.execute("SELECT set_config('lock_timeout', %s, true)", (DDL_LOCK_TIMEOUT,))
+
+
+def _execute_count(conn: Conn, statement: sql.Composed) -> int:
+    """Run a CREATE TABLE AS / INSERT and return the rows it wrote (no second scan to count them)."""
+    with conn.cursor() as cur:
+        cur.execute(statement)
+        return int(cur.rowcount)
 
 
 def _count(conn: Conn, relation: sql.Composable) -> int:
@@ -145,16 +153,16 @@ def build_table(conn: Conn, model: Model, models: set[str]) -> tuple[Built, list
         dropped = drop_for_rebuild(conn, model, _KINDS[kind], models)
         kind = None
     if kind is None:
-        conn.execute(sql.SQL("CREATE TABLE {} AS {}").format(ident, _body(model)))
+        rows = _execute_count(conn, sql.SQL("CREATE TABLE {} AS {}").format(ident, _body(model)))
         if model.key:
             conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
                 ident, sql.SQL(", ").join(map(sql.Identifier, model.key))))
     else:
         # Row-wise replacement: readers keep the published rows until the commit, and are never blocked.
         conn.execute(sql.SQL("DELETE FROM {}").format(ident))
-        conn.execute(sql.SQL("INSERT INTO {} {}").format(ident, _body(model)))
+        rows = _execute_count(conn, sql.SQL("INSERT INTO {} {}").format(ident, _body(model)))
     _set_comment(conn, model, "TABLE")
-    return Built(_count(conn, ident), model.relation), dropped
+    return Built(rows, model.relation), dropped
 
 
 def build_matview(conn: Conn, model: Model, models: set[str]) -> tuple[Built, list[str]]:
@@ -211,10 +219,10 @@ def build_incremental(conn: Conn, model: Model, models: set[str], start: datetim
             wm=sql.Identifier(model.watermark or ""), start=sql.Literal(start), end=sql.Literal(end)))
     key = sql.SQL(", ").join(map(sql.Identifier, model.key))
     if kind is None:
-        conn.execute(sql.SQL("CREATE TABLE {} AS {}").format(ident, query))
+        rows = _execute_count(conn, sql.SQL("CREATE TABLE {} AS {}").format(ident, query))
         conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(ident, key))
         _set_comment(conn, model, "TABLE")
-        return Built(_count(conn, ident), model.relation, None, end), dropped
+        return Built(rows, model.relation, None, end), dropped
     if full_refresh:
         conn.execute(sql.SQL("DELETE FROM {}").format(ident))
     stage = sql.Identifier(_STAGE)
@@ -233,7 +241,7 @@ def build_incremental(conn: Conn, model: Model, models: set[str], start: datetim
     except psycopg.errors.CardinalityViolation:
         raise BuildError(f"{model.relation}: the window's rows hold one key ({', '.join(model.key)}) twice; make the "
                          "model's key unique") from None
-    return Built(merged, model.relation, start, end), dropped
+    return Built(merged, model.relation, start, end, f"pg_temp.{_STAGE}"), dropped
 
 
 _KINDS = {"r": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "p": "TABLE"}
