@@ -150,6 +150,7 @@ class Loader:
             # Nothing to conflict with: COPY straight in. Building the primary key once after the COPY
             # is much cheaper than maintaining it row by row; a duplicate key still fails the build.
             primary_key = self._drop_primary_key(table)
+            indexes = self._drop_plain_indexes(table) if primary_key is not None else []
             rows = self._copy_into(self._bronze(table), cols, data)
             if primary_key is not None:
                 # A sort that fits in memory builds the index several times faster.
@@ -157,6 +158,8 @@ class Loader:
                 self.conn.execute(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
                     self._bronze(table), sql.Identifier(primary_key),
                     sql.SQL(", ").join(map(sql.Identifier, table.key))))
+            for definition in indexes:  # e.g. the watermark's index, made by migrate
+                self.conn.execute(sql.SQL(definition))  # pg_get_indexdef's own text
             return LoadResult(rows, rows, 0, None, direct=True)
         rows = self._stage(table, cols, data)
         loaded = self._upsert(table, cols, table.on_conflict)
@@ -177,6 +180,17 @@ class Loader:
             primary_key = None
         self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (self.lock_timeout,))
         return primary_key
+
+    def _drop_plain_indexes(self, table: TableConfig) -> list[str]:
+        """Drop the indexes that back no constraint (the caller already holds the exclusive lock), to
+        rebuild them once after a first load; returns their definitions."""
+        rows = self.conn.execute(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "WHERE i.indrelid = %s::regclass AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = "
+            "i.indexrelid)", (self._bronze(table).as_string(self.conn),)).fetchall()
+        for name, _ in rows:
+            self.conn.execute(sql.SQL("DROP INDEX {}").format(sql.SQL(name)))  # regclass text: quoted as needed
+        return [str(definition) for _, definition in rows]
 
     def _droppable_primary_key(self, table: TableConfig) -> str | None:
         """The name of bronze's primary key when it is exactly `key` and nothing depends on it
