@@ -159,6 +159,10 @@ def test_samples_hold_failing_keys(wh: psycopg.Connection[Any]) -> None:
     many = run_check(wh, check("accepted_values", "kind", values=["none"], key=("trip_id",)))
     assert (many.failing_rows, len(many.sample)) == (22, 10)
     assert set(many.sample[0]) == {"trip_id", "kind"}
+    # a column named like the checked relation's alias does not replace the whole row
+    wh.execute("CREATE TABLE gold.odd (t int, u int); INSERT INTO gold.odd VALUES (1, 2)")
+    assert run_check(wh, check("expression_is_true", relation="gold.odd", expression="u > t + 5")).sample == [
+        {"t": 1, "u": 2}]
 
 
 def test_a_target_is_checked_and_reported_under_the_relation(wh: psycopg.Connection[Any]) -> None:

@@ -200,7 +200,7 @@ class Parts:
         if self.spec.column and self.spec.column not in names:
             names.append(self.spec.column)
         if not names:
-            return sql.SQL("to_jsonb(t)")
+            return sql.SQL("to_jsonb(t.*)")  # t.*: a column named t would win over the bare alias
         return sql.SQL("jsonb_build_object({})").format(
             sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(n), self.col(n)) for n in names))
 

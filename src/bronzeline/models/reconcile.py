@@ -17,7 +17,7 @@ class NothingLoaded(Terminal):
 
 
 class ReconcileCounter(Protocol):
-    def __call__(self, relation: str) -> tuple[int, int]:
+    def __call__(self, relation: str, /) -> tuple[int, int]:
         """`schema.name` of a bronze table → (source rows, bronze rows) up to its watermark. Raises a
         BronzelineError when the relation is not a configured table or nothing was loaded yet."""
 
