@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("extract", "uploaded", "load", "committed", "moving", "publish")
+POINTS = ("extract", "uploaded", "load", "committed", "moving")  # a table run's
+BUILD_POINTS = ("publish",)  # a model build's
 _ARMED = os.environ.get("BRONZELINE_CRASH_AT")
 
 
