@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from bronzeline.config import load_config
+from bronzeline.config import Config, load_config
 from bronzeline.context import Context
 from bronzeline.fleet.config_text import write_demo_config
 from bronzeline.fleet.embedded import EmbeddedServer, embedded_server
@@ -22,7 +23,13 @@ from bronzeline.observe.status import TableStatus, table_status
 from bronzeline.pipeline import TableOutcome, run_tables
 from bronzeline.provision import migrate
 
+if TYPE_CHECKING:
+    from bronzeline.models.outcome import BuildReport
+
 Say = Callable[[str], None]
+GOLD_QUERY = """SELECT day, vehicle_number, km, driving_seconds, trips, alarms, max_speed_kmh,
+                       first_fix, last_fix
+                FROM gold.daily_fleet_metrics ORDER BY day DESC, km DESC, imei LIMIT %s"""
 
 
 @dataclass
@@ -35,6 +42,9 @@ class DemoResult:
     source_dsn: str
     warehouse_dsn: str
     stop_command: str | None  # set when the server was kept running
+    builds: list[BuildReport] = field(default_factory=list)  # `build` after each run
+    gold_columns: list[str] = field(default_factory=list)  # a few rows of gold.daily_fleet_metrics
+    gold_rows: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def run_demo(directory: Path, *, keep: bool, say: Say, show_run: Callable[[list[TableOutcome]], None],
@@ -72,6 +82,7 @@ def _pipeline(server: EmbeddedServer, directory: Path, *, keep: bool, say: Say,
         time.sleep(0.15)  # the window's bound stays 100 ms below the source clock
         first = run_tables(config)
         show_run(first)
+        builds = [_build(config, say)]
         with psycopg.connect(source_dsn) as conn:
             more = burst(conn, minutes=10)
         say(f"simulated 10 more minutes of fleet activity: {sum(more.values()):,} new rows")
@@ -79,9 +90,40 @@ def _pipeline(server: EmbeddedServer, directory: Path, *, keep: bool, say: Say,
         say("$ bronzeline run")
         second = run_tables(config)
         show_run(second)
+        builds.append(_build(config, say))
         status = table_status(ctx)
+    columns, rows = _gold_rows(warehouse_dsn)
     return DemoResult(directory, config_path, first, second, status, source_dsn, warehouse_dsn,
-                      server.stop_command() if keep else None)
+                      server.stop_command() if keep else None, [b for b in builds if b is not None],
+                      columns, rows)
+
+
+def _build(config: Config, say: Say) -> BuildReport | None:
+    """`bronzeline build` of the fleet's models; None when this installation has no model builder."""
+    try:
+        from bronzeline.models.build import build  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        say("(models are not built: this bronzeline has no model builder)")
+        return None
+    say("$ bronzeline build")
+    report = build(config)
+    for model in report.models:
+        rows = "" if model.rows is None else f" {model.rows:,} rows"
+        failed = [c.spec.name for c in model.checks if c.status != "pass"]
+        checks = f", checks not passed: {', '.join(failed)}" if failed else ""
+        why = f": {model.message}" if model.message else ""
+        say(f"  {model.model}: {model.status}{rows} in {model.seconds:.2f}s{checks}{why}")
+    return report
+
+
+def _gold_rows(warehouse_dsn: str, limit: int = 8) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """A few rows of gold.daily_fleet_metrics (none when it was not built)."""
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT to_regclass('gold.daily_fleet_metrics') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return [], []
+        cur = conn.execute(GOLD_QUERY, (limit,))
+        return [d.name for d in cur.description or []], cur.fetchall()
 
 
 def _try_postgis(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
