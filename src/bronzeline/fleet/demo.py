@@ -101,7 +101,7 @@ def _pipeline(server: EmbeddedServer, directory: Path, *, keep: bool, say: Say,
 def _build(config: Config, say: Say) -> BuildReport | None:
     """`bronzeline build` of the fleet's models; None when this installation has no model builder."""
     try:
-        from bronzeline.models.build import build  # type: ignore[import-not-found, unused-ignore]
+        from bronzeline.models.build import build
     except ImportError:
         say("(models are not built: this bronzeline has no model builder)")
         return None
