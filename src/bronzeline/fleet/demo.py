@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 
@@ -19,12 +19,11 @@ from bronzeline.fleet.config_text import write_demo_config
 from bronzeline.fleet.embedded import EmbeddedServer, embedded_server
 from bronzeline.fleet.schema import create_source_schema
 from bronzeline.fleet.simulator import burst, seed
+from bronzeline.models.build import build
+from bronzeline.models.outcome import BuildReport
 from bronzeline.observe.status import TableStatus, table_status
 from bronzeline.pipeline import TableOutcome, run_tables
 from bronzeline.provision import migrate
-
-if TYPE_CHECKING:
-    from bronzeline.models.outcome import BuildReport
 
 Say = Callable[[str], None]
 GOLD_QUERY = """SELECT day, vehicle_number, km, driving_seconds, trips, alarms, max_speed_kmh,
@@ -94,19 +93,17 @@ def _pipeline(server: EmbeddedServer, directory: Path, *, keep: bool, say: Say,
         status = table_status(ctx)
     columns, rows = _gold_rows(warehouse_dsn)
     return DemoResult(directory, config_path, first, second, status, source_dsn, warehouse_dsn,
-                      server.stop_command() if keep else None, [b for b in builds if b is not None],
-                      columns, rows)
+                      server.stop_command() if keep else None, builds, columns, rows)
 
 
-def _build(config: Config, say: Say) -> BuildReport | None:
-    """`bronzeline build` of the fleet's models; None when this installation has no model builder."""
-    try:
-        from bronzeline.models.build import build
-    except ImportError:
-        say("(models are not built: this bronzeline has no model builder)")
-        return None
+def _build(config: Config, say: Say) -> BuildReport:
+    """`bronzeline build` of the fleet's models (silver, gold, reporting), one line per model."""
     say("$ bronzeline build")
     report = build(config)
+    for check in report.sources:
+        if check.status != "pass":
+            say(f"  {check.spec.relation} {check.spec.name}: {check.status}, "
+                f"{check.failing_rows:,} of {check.total_rows:,} rows")
     for model in report.models:
         rows = "" if model.rows is None else f" {model.rows:,} rows"
         failed = [c.spec.name for c in model.checks if c.status != "pass"]
