@@ -386,7 +386,7 @@ def demo(state: State, keep: bool, directory: str, days: float) -> None:
 def _demo_gold(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
     from rich.table import Table
 
-    grid = Table(title="gold.daily_fleet_metrics (a few rows)")
+    grid = Table(title="gold.daily_fleet_metrics (the busiest vehicle-days)")
     for col in columns:
         grid.add_column(col.replace("_", " "), justify="left" if col in ("day", "vehicle_number") else "right")
     for row in rows:
@@ -399,7 +399,7 @@ DEMO_QUERIES = (
     "SELECT run_id, table_name, status, rows_extracted, rows_loaded, rows_skipped FROM dwh_control.extract_runs;",
     "SELECT imei, count(*) FROM bronze.position_history GROUP BY 1 ORDER BY 2 DESC LIMIT 5;",
     "SELECT imei, sum(distance_km) AS km FROM bronze.trips GROUP BY 1 ORDER BY 2 DESC LIMIT 5;",
-    "SELECT * FROM gold.daily_fleet_metrics ORDER BY day DESC, km DESC LIMIT 10;",
+    "SELECT day, vehicle_number, km, trips, alarms FROM gold.daily_fleet_metrics ORDER BY day DESC, km DESC LIMIT 10;",
     "SELECT * FROM reporting.fn_live_positions('Nairobi', 'on');",
 )
 

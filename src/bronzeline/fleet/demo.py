@@ -28,7 +28,7 @@ from bronzeline.provision import migrate
 Say = Callable[[str], None]
 GOLD_QUERY = """SELECT day, vehicle_number, km, driving_seconds, trips, alarms, max_speed_kmh,
                        first_fix, last_fix
-                FROM gold.daily_fleet_metrics ORDER BY day DESC, km DESC, imei LIMIT %s"""
+                FROM gold.daily_fleet_metrics ORDER BY km DESC, day DESC, imei LIMIT %s"""
 
 
 @dataclass
@@ -91,7 +91,7 @@ def _pipeline(server: EmbeddedServer, directory: Path, *, keep: bool, say: Say,
         show_run(second)
         builds.append(_build(config, say))
         status = table_status(ctx)
-    columns, rows = _gold_rows(warehouse_dsn)
+    columns, rows = _gold_rows(warehouse_dsn, config.timezone)
     return DemoResult(directory, config_path, first, second, status, source_dsn, warehouse_dsn,
                       server.stop_command() if keep else None, builds, columns, rows)
 
@@ -113,9 +113,11 @@ def _build(config: Config, say: Say) -> BuildReport:
     return report
 
 
-def _gold_rows(warehouse_dsn: str, limit: int = 8) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """A few rows of gold.daily_fleet_metrics (none when it was not built)."""
+def _gold_rows(warehouse_dsn: str, timezone: str, limit: int = 8) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The busiest vehicle-days of gold.daily_fleet_metrics (none when it was not built), times in the
+    fleet's time zone like its days."""
     with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        conn.execute("SELECT set_config('TimeZone', %s, false)", (timezone,))
         exists = conn.execute("SELECT to_regclass('gold.daily_fleet_metrics') IS NOT NULL").fetchone()
         if not exists or not exists[0]:
             return [], []
