@@ -261,3 +261,66 @@ def test_a_build_killed_before_it_publishes_keeps_the_published_version(pipeline
     statuses = [r[0] for r in rows(pipeline, "SELECT status FROM dwh_control.model_runs WHERE model = "
                                              "'gold.positions_inc' ORDER BY build_id")]
     assert statuses == ["built", "failed", "built"]  # the killed build is marked failed by the next one
+
+
+CHECKED = PROPERTIES.replace("""  - name: silver.per_imei
+    materialized: table
+    key: [imei]
+""", """  - name: silver.per_imei
+    materialized: table
+    key: [imei]
+    data_tests:
+      - row_count: {min: 1}
+    columns:
+      - name: top
+        data_tests:
+          - accepted_range: {max_value: 150}
+          - accepted_range: {max_value: 100, severity: warn}
+""") + """
+sources:
+  - name: bronze.positions
+    columns:
+      - name: speed
+        data_tests: [not_null]
+"""
+
+
+def test_an_error_check_keeps_the_published_table_and_blocks_dependents_a_warn_blocks_nothing(
+        pipeline: Pipeline) -> None:
+    setup(pipeline, properties=CHECKED)
+    report = build(pipeline.config())
+    assert report.ok, [m.as_json() for m in report.models]
+    per_imei = {m.model: m for m in report.models}["silver.per_imei"]
+    assert sorted(c.status for c in per_imei.checks) == ["pass", "pass", "warn"]  # max 119 > 100: a warning only
+    assert [c.status for c in report.sources] == ["pass"]
+    before = rows(pipeline, "SELECT * FROM silver.per_imei ORDER BY 1")
+    matview_before = rows(pipeline, "SELECT * FROM reporting.v_per_imei ORDER BY 1")
+    with pipeline.src() as conn:  # a speed the error check refuses
+        conn.execute("INSERT INTO tracksolid.positions (id, imei, speed, gps_time) VALUES (9001, 'new', 999, now())")
+    time.sleep(0.15)
+    pipeline.run()
+    report = build(pipeline.config())
+    assert not report.ok
+    by = {m.model: m for m in report.models}
+    assert by["silver.per_imei"].status == "failed" and "accepted_range(top)" in by["silver.per_imei"].message
+    failing = [c for c in by["silver.per_imei"].checks if c.status == "fail"]
+    assert len(failing) == 1 and failing[0].failing_rows == 1 and failing[0].sample
+    assert by["reporting.v_per_imei"].status == "blocked"
+    assert by["gold.positions_inc"].status == "built"  # independent of the failed model
+    assert rows(pipeline, "SELECT * FROM silver.per_imei ORDER BY 1") == before  # never published
+    assert rows(pipeline, "SELECT * FROM reporting.v_per_imei ORDER BY 1") == matview_before
+    with pipeline.wh() as conn:
+        recorded = conn.execute("SELECT status, failing_rows FROM dwh_control.check_results WHERE relation = "
+                                "'silver.per_imei' AND check_name = 'accepted_range' AND severity = 'error' "
+                                "ORDER BY result_id DESC LIMIT 1").fetchone()
+    assert recorded == ("fail", 1)  # in the ledger although the build rolled back
+    # `test` runs the checks without building: the published table passes, so exit 0; the CLI says so
+    proc = invoke(pipeline.tmp, "-c", str(pipeline.config_path), "test", "silver.per_imei", env=pipeline.environ())
+    assert proc.returncode == 0, proc.stderr
+    with pipeline.wh() as conn:  # now make the published table itself fail a check
+        conn.execute("UPDATE silver.per_imei SET top = 500 WHERE imei = 'imei1'")
+    proc = invoke(pipeline.tmp, "-c", str(pipeline.config_path), "test", "silver.per_imei", env=pipeline.environ())
+    assert proc.returncode == 1 and "error: silver.per_imei accepted_range(top): 1 of 7 rows fail" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = invoke(pipeline.tmp, "-c", str(pipeline.config_path), "test", "--json", env=pipeline.environ())
+    assert proc.returncode == 1

@@ -217,11 +217,11 @@ class _Build:
         return run_checks(self.conn, specs, target=target, reconcile=reconcile)
 
     def _record(self, results: list[CheckResult], build_id: int | None) -> list[CheckResult]:
-        for r in results:
-            self.ledger.record_check(build_id=build_id, check_name=r.spec.kind, relation=r.spec.relation,
-                                     column=r.spec.column, severity=r.spec.severity, status=r.status,
-                                     failing_rows=r.failing_rows, total_rows=r.total_rows, sample=r.sample,
-                                     query=r.query, error=r.error)
+        """On the autocommit connection: a check that stopped a build stays in the ledger after the rollback."""
+        from bronzeline.models.checks import record
+
+        for result in results:
+            record(self.ledger, result, build_id)
         return results
 
     def _checks(self, specs: list[CheckSpec], target: str | None, build_id: int | None) -> list[CheckResult]:
