@@ -362,6 +362,8 @@ def demo(state: State, keep: bool, directory: str, days: float) -> None:
                       show_run=lambda outcomes: _demo_run(outcomes))
     out.print()
     _status_table("fleet", result.status)
+    if result.gold_rows:
+        _demo_gold(result.gold_columns, result.gold_rows)
     processed = result.directory / "blob" / "fleet" / "processed"
     out.print(f"\nbatch files (the audit trail): {processed}/<table>/", markup=False)
     out.print(f"config: {result.config_path}", markup=False)
@@ -377,6 +379,19 @@ def demo(state: State, keep: bool, directory: str, days: float) -> None:
                   "with --keep, in the warehouse:", markup=False)
     for query in DEMO_QUERIES:
         out.print(f"  {query}", markup=False)
+    if any(not report.ok for report in result.builds):
+        raise BronzelineError("the demo's model build failed (see above)")
+
+
+def _demo_gold(columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+    from rich.table import Table
+
+    grid = Table(title="gold.daily_fleet_metrics (the busiest vehicle-days)")
+    for col in columns:
+        grid.add_column(col.replace("_", " "), justify="left" if col in ("day", "vehicle_number") else "right")
+    for row in rows:
+        grid.add_row(*(_short(v) if isinstance(v, datetime) else "—" if v is None else str(v) for v in row))
+    out.print(grid)
 
 
 DEMO_QUERIES = (
@@ -384,6 +399,8 @@ DEMO_QUERIES = (
     "SELECT run_id, table_name, status, rows_extracted, rows_loaded, rows_skipped FROM dwh_control.extract_runs;",
     "SELECT imei, count(*) FROM bronze.position_history GROUP BY 1 ORDER BY 2 DESC LIMIT 5;",
     "SELECT imei, sum(distance_km) AS km FROM bronze.trips GROUP BY 1 ORDER BY 2 DESC LIMIT 5;",
+    "SELECT day, vehicle_number, km, trips, alarms FROM gold.daily_fleet_metrics ORDER BY day DESC, km DESC LIMIT 10;",
+    "SELECT * FROM reporting.fn_live_positions('Nairobi', 'on');",
 )
 
 
@@ -625,6 +642,26 @@ def _print_check(check: CheckResult) -> None:
     sample = f"; e.g. {json.dumps(check.sample[:3], default=str)}" if check.sample and not check.error else ""
     label = "error" if check.status == "fail" else "warning"
     err.print(f"{label}: {what}: {detail}{sample}", markup=False)
+
+
+@cli.command("dbt-sources")
+@click.option("-o", "--output", metavar="PATH", help="write the file here (default: print it)")
+@guarded
+def dbt_sources(state: State, output: str | None) -> None:
+    """Write a dbt sources.yml for the bronze tables (freshness from each table's cadence)."""
+    from bronzeline.dbt_sources import dbt_sources_yaml
+
+    text = dbt_sources_yaml(state.config)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise BronzelineError(f"cannot write {output}: {exc.strerror or exc}; check the folder exists "
+                              "and is writable") from None
+    err.print(f"wrote {output}: {len(state.config.tables)} table(s) in source {state.config.project!r}",
+              markup=False)
 
 
 def main() -> None:

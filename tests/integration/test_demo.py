@@ -21,6 +21,10 @@ def test_demo_runs_and_cleans_up(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "position_history: loaded" in proc.stdout and "trips: loaded" in proc.stdout
+    # the models are built after each run (the second time incrementally) and gold rows are shown
+    assert proc.stdout.count("gold.daily_fleet_metrics: built") == 2, proc.stdout
+    assert "reporting.fn_trips_for_map: built" in proc.stdout
+    assert "gold.daily_fleet_metrics (the busiest vehicle-days)" in proc.stdout
     demo = tmp_path / "bronzeline-demo"
     assert (demo / "bronzeline.yml").is_file()
     processed = demo / "blob" / "fleet" / "processed" / "position_history"

@@ -95,3 +95,35 @@ def test_demo_config_has_literal_loopback_dsns_only(tmp_path: Path) -> None:
         write_demo_config(tmp_path / "x", "host=127.0.0.1 password=secret", source, postgis=False)
     with pytest.raises(ValueError, match="loopback"):
         write_demo_config(tmp_path / "x", "host=db.example.com", source, postgis=False)
+
+
+def test_reference_config_builds_the_shipped_models(tmp_path: Path) -> None:
+    from bronzeline.fleet import shipped_models_dir
+
+    shipped = shipped_models_dir()
+    names = sorted(str(p.relative_to(shipped)) for p in shipped.rglob("*.sql"))
+    assert names == ["gold/daily_fleet_metrics.sql", "reporting/fn_live_positions.sql",
+                     "reporting/fn_trips_for_map.sql", "reporting/fn_vehicle_track.sql",
+                     "reporting/normalize_plate.sql", "reporting/v_trips.sql", "silver/positions.sql",
+                     "silver/trips.sql", "silver/vehicles.sql"]
+    path = write_demo_config(tmp_path / "demo", "host=127.0.0.1 dbname=fleet", "host=127.0.0.1 dbname=dwh",
+                             postgis=False)
+    config = load_config(path, env={})
+    assert config.models is not None and config.models.schedule_build
+    assert config.models_dir == (tmp_path / "demo" / "models").resolve()
+    copied = sorted(str(p.relative_to(config.models_dir)) for p in config.models_dir.rglob("*.sql"))
+    assert copied == names
+    from bronzeline.models.graph import build_order
+    from bronzeline.models.project import load_project
+
+    project = load_project(config)
+    order = build_order(project, config)
+    assert set(order) >= {n.removesuffix(".sql").replace("/", ".") for n in names}
+    before = order.index
+    assert before("silver.trips") < before("gold.daily_fleet_metrics") > before("silver.positions")
+    assert before("reporting.v_trips") < before("reporting.fn_trips_for_map")
+    assert before("reporting.normalize_plate") < before("reporting.fn_vehicle_track")
+    gold = project.models["gold.daily_fleet_metrics"]
+    assert (gold.materialized, gold.key, gold.watermark) == ("incremental", ("imei", "day"), "recorded_at")
+    assert {c.name for c in gold.checks} >= {"row_count", "not_null(km)"}
+    assert {c.name for c in project.sources["bronze.trips"].checks} >= {"relationships(imei)"}

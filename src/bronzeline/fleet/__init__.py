@@ -8,6 +8,6 @@ simulator already imported by its package.
 
 from __future__ import annotations
 
-from bronzeline.fleet.config_text import reference_config_text, write_demo_config
+from bronzeline.fleet.config_text import copy_models, reference_config_text, shipped_models_dir, write_demo_config
 
-__all__ = ["reference_config_text", "write_demo_config"]
+__all__ = ["copy_models", "reference_config_text", "shipped_models_dir", "write_demo_config"]

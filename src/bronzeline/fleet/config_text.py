@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from importlib import resources
 from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict
 
 REFERENCE_FILE = "reference.yml"
+MODELS_FOLDER = "models"  # the reference config's `models.path`, beside the config file
 CONFIG_NAME = "bronzeline.yml"
 _GEOMETRY_LINE = re.compile(r"^[ \t]*geometry:[^\n]*\n", re.MULTILINE)
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -22,8 +24,23 @@ def reference_config_text(postgis: bool = True) -> str:
     return text if postgis else _GEOMETRY_LINE.sub("", text)
 
 
+def shipped_models_dir() -> Path:
+    """The fleet's silver/gold/reporting models as the package ships them (bronzeline/fleet/models)."""
+    return Path(str(resources.files("bronzeline.fleet").joinpath(MODELS_FOLDER)))
+
+
+def copy_models(directory: Path) -> Path:
+    """Copy the shipped models to `directory`/models (what the reference config's `models.path` names),
+    replacing the files of the same name, so that a user can read and edit them there."""
+    target = directory / MODELS_FOLDER
+    shutil.copytree(shipped_models_dir(), target, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
+
+
 def write_demo_config(directory: Path, source_dsn: str, warehouse_dsn: str, postgis: bool) -> Path:
-    """Write `directory`/bronzeline.yml with the demo's DSNs written in literally.
+    """Write `directory`/bronzeline.yml with the demo's DSNs written in literally, and the fleet's
+    models beside it (`directory`/models).
 
     Literal DSNs are acceptable only because the embedded servers use trust authentication on
     loopback: a DSN carrying a password, or a non-loopback host, is refused (docs/design.md: secrets
@@ -38,6 +55,7 @@ def write_demo_config(directory: Path, source_dsn: str, warehouse_dsn: str, post
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / CONFIG_NAME
     path.write_text(text, encoding="utf-8")
+    copy_models(directory)
     return path
 
 
