@@ -616,7 +616,7 @@ def _print_build(report: BuildReport, as_json: bool, verb: str) -> None:
         for m in report.models:
             rows = f", {m.rows:,} rows" if m.rows is not None else ""
             line = f"{m.model}: {m.status} ({m.materialized}{rows}) in {m.seconds:.2f}s"
-            if m.status in ("failed", "blocked"):
+            if m.status in ("failed", "blocked", "skipped"):
                 err.print(f"error: {m.message}" if m.status == "failed" else f"{m.model}: {m.message}", markup=False)
             elif verb == "build":
                 out.print(line, markup=False)

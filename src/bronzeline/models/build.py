@@ -119,7 +119,7 @@ class _Build:
         relation = model.relation
         outcome = ModelOutcome(relation, model.materialized, "built")
         if not self.ledger.try_lock(relation):
-            outcome.status, outcome.message = "failed", f"{relation}: another build holds this model's lock; skipped"
+            outcome.status, outcome.message = "skipped", f"{relation}: another build holds this model's lock; skipped"
             return outcome
         try:
             self.ledger.fail_stale_builds(relation)
