@@ -184,6 +184,7 @@ def test_a_failed_model_keeps_its_version_blocks_dependents_and_the_rest_builds(
     ({"silver/a.sql": "SELECT 1 AS x"}, "models:\n  - {name: silver.a, materialized: snapshot}\n", "materialized"),
     ({"silver/a.sql": "SELECT 1 AS x"}, "models:\n  - {name: silver.zzz}\n", "no model file"),
     ({"silver/a.sql": "SELECT 1 AS x"}, "models:\n  - {name: silver.a, colour: red}\n", "unknown key 'colour'"),
+    ({"silver/a.sql": "SELECT 1 AS x"}, "models:\n  - {name: silver.a, data_tests: [is_lovely]}\n", "is_lovely"),
 ])
 def test_graph_and_property_errors_are_one_line(pipeline: Pipeline, files: dict[str, str], properties: str,
                                                 needle: str) -> None:

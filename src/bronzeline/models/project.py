@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 from bronzeline.config.models import Config
 from bronzeline.errors import ConfigError
-from bronzeline.models.spec import MATERIALIZATIONS, CheckSpec, ColumnSpec, Model, Project, SourceTable
+from bronzeline.models.spec import MATERIALIZATIONS, CheckSpec, ColumnSpec, Model, Project, Severity, SourceTable
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MODEL_KEYS = {"name", "materialized", "key", "incremental", "depends_on", "data_tests", "tests", "columns",
@@ -200,7 +200,8 @@ def _checks(value: Any, relation: str, column: str | None, key: tuple[str, ...],
         common = {**{k: args.pop(k) for k in list(args) if k in _CHECK_COMMON}, **nested}
         common.pop("name", None)
         spec = CheckSpec(kind=str(kind), relation=relation, column=column, args=args,
-                         severity=common.get("severity", "error"), mostly=float(common.get("mostly", 1.0)),
+                         severity=cast(Severity, str(common.get("severity", "error")).lower()),  # dbt: WARN
+                         mostly=float(common.get("mostly", 1.0)),
                          where=common.get("where"), key=key, origin=origin)
         problems = validate_check(spec)
         if problems:
