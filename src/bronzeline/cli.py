@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from bronzeline.config import Config
     from bronzeline.events import Event
+    from bronzeline.models.outcome import BuildReport, CheckResult
     from bronzeline.observe.model_facts import ModelStatus
     from bronzeline.observe.status import TableStatus
     from bronzeline.pipeline import TableOutcome
@@ -583,6 +584,68 @@ def prune(state: State, dry_run: bool, as_json: bool) -> None:
     files = sum(len(i.files) for i in report.deleted)
     size = sum(i.bytes for i in report.deleted)
     out.print(f"prune: {verb} {files} file(s), {size / 1e6:,.1f} MB; kept {len(report.kept)} batch(es)", markup=False)
+
+
+@cli.command()
+@click.argument("models", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.option("--full-refresh", is_flag=True, help="rebuild incremental models from the start")
+@guarded
+def build(state: State, models: tuple[str, ...], as_json: bool, full_refresh: bool) -> None:
+    """Build the models (all by default) in dependency order: build, check, publish; exit 1 if any failed."""
+    from bronzeline.models.build import build as run_build
+
+    report = run_build(state.config, list(models) or None, full_refresh=full_refresh)
+    _print_build(report, as_json, "build")
+
+
+@cli.command(name="test")
+@click.argument("models", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@guarded
+def test_models(state: State, models: tuple[str, ...], as_json: bool) -> None:
+    """Run the checks of the models (all by default) and of bronze tables; exit 1 if an error check failed."""
+    from bronzeline.models.build import build as run_build
+
+    report = run_build(state.config, list(models) or None, checks_only=True)
+    _print_build(report, as_json, "test")
+
+
+def _print_build(report: BuildReport, as_json: bool, verb: str) -> None:
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=2, default=str))
+    else:
+        for check in report.sources:
+            _print_check(check)
+        for m in report.models:
+            rows = f", {m.rows:,} rows" if m.rows is not None else ""
+            line = f"{m.model}: {m.status} ({m.materialized}{rows}) in {m.seconds:.2f}s"
+            if m.status in ("failed", "blocked"):
+                err.print(f"error: {m.message}" if m.status == "failed" else f"{m.model}: {m.message}", markup=False)
+            elif verb == "build":
+                out.print(line, markup=False)
+            for check in m.checks:
+                _print_check(check)
+        built = sum(m.status == "built" for m in report.models)
+        bad = sum(m.status in ("failed", "blocked") for m in report.models)
+        checks = [c for m in report.models for c in m.checks] + report.sources
+        failed_checks = sum(c.status == "fail" for c in checks)
+        warned = sum(c.status == "warn" for c in checks)
+        summary = (f"{verb}: {built} model(s) ok, {bad} failed or blocked; {len(checks)} check(s): "
+                   f"{failed_checks} failed, {warned} warned")
+        (out if report.ok else err).print(summary, markup=False)
+    if not report.ok:
+        sys.exit(1)
+
+
+def _print_check(check: CheckResult) -> None:
+    if check.status == "pass":
+        return
+    what = f"{check.spec.relation} {check.spec.name}"
+    detail = check.error or f"{check.failing_rows:,} of {check.total_rows:,} rows fail"
+    sample = f"; e.g. {json.dumps(check.sample[:3], default=str)}" if check.sample and not check.error else ""
+    label = "error" if check.status == "fail" else "warning"
+    err.print(f"{label}: {what}: {detail}{sample}", markup=False)
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = ("extract", "uploaded", "load", "committed", "moving")
+POINTS = ("extract", "uploaded", "load", "committed", "moving", "publish")
 _ARMED = os.environ.get("BRONZELINE_CRASH_AT")
 
 
