@@ -78,13 +78,14 @@ def describe_build(report: BuildReport) -> list[str]:
     lines = [_check_line(c) for c in report.sources if c.status != "pass"]
     for m in report.models:
         took = f" in {m.seconds:.2f}s"
+        why = m.message.removeprefix(f"{m.model}: ")  # the line names the model already
         if m.status == "built":
             rows = f" {m.rows:,} rows" if m.rows is not None else ""
             lines.append(f"{m.model}: built{rows}{took}")
         elif m.status == "failed":
-            lines.append(f"{m.model}: failed{took}: {m.message}")
+            lines.append(f"{m.model}: failed{took}: {why}")
         else:
-            lines.append(f"{m.model}: {m.status}: {m.message}")
+            lines.append(f"{m.model}: {m.status}: {why}")
         lines += [_check_line(c) for c in m.checks if c.status != "pass"]
     return lines
 

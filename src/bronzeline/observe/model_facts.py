@@ -77,9 +77,9 @@ def load_graph(config: Config) -> ModelGraph:
     from bronzeline.models.project import load_project
 
     project = load_project(config)
-    order = [m for m in build_order(project) if m in project.models]
+    order = [m for m in build_order(project, config) if m in project.models]
     order += sorted(set(project.models) - set(order))
-    deps = dependencies(project)
+    deps = dependencies(project, config)
     checks = {m: project.models[m].checks for m in order} | {s.relation: s.checks for s in project.sources.values()}
     return ModelGraph({m: project.models[m].materialized for m in order},
                       {m: frozenset(deps.get(m, ())) - {m} for m in order}, frozenset(project.sources),
