@@ -77,9 +77,13 @@ def load_graph(config: Config) -> ModelGraph:
     from bronzeline.models.project import load_project
 
     project = load_project(config)
-    order = [m for m in build_order(project, config) if m in project.models]
-    order += sorted(set(project.models) - set(order))
+    ordered = build_order(project, config)  # a cycle is the project's error, told as such
     deps = dependencies(project, config)
+    depth: dict[str, int] = {}
+    for model in ordered:  # each model after what it reads
+        depth[model] = 1 + max((depth.get(d, -1) for d in deps.get(model, ()) if d in project.models), default=-1)
+    # graphlib's order varies from one process to the next; shown lists must not
+    order = sorted(project.models, key=lambda m: (depth.get(m, 0), m))
     checks = {m: project.models[m].checks for m in order} | {s.relation: s.checks for s in project.sources.values()}
     return ModelGraph({m: project.models[m].materialized for m in order},
                       {m: frozenset(deps.get(m, ())) - {m} for m in order}, frozenset(project.sources),
