@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from bronzeline.config import Config
     from bronzeline.events import Event
     from bronzeline.models.outcome import BuildReport, CheckResult
+    from bronzeline.observe.model_facts import ModelStatus
     from bronzeline.observe.status import TableStatus
     from bronzeline.pipeline import TableOutcome
 
@@ -235,19 +236,25 @@ def run(state: State, tables: tuple[str, ...], workers: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @guarded
 def status(state: State, as_json: bool) -> None:
-    """Per table: last loaded, lag, rows last run, watermark, pending files, failures in 24 h."""
+    """Per table: last loaded, lag, rows last run, watermark, pending files, failures in 24 h; per model:
+    last built, status, rows, failed checks."""
     from bronzeline.context import Context
+    from bronzeline.observe.model_facts import models_view
     from bronzeline.observe.status import table_status
 
     with Context(state.config) as ctx:
         rows = table_status(ctx)
+        view = models_view(ctx)
     if as_json:
-        click.echo(json.dumps({"project": state.config.project, "tables": [r.as_json() for r in rows]}, indent=2))
+        click.echo(json.dumps({"project": state.config.project, "tables": [r.as_json() for r in rows],
+                               "models": [m.as_json() for m in view.models]}, indent=2))
         return
-    _status_table(state.config.project, rows)
+    _status_table(state.config.project, rows, view.models)
+    if view.error:
+        err.print(f"models: {view.error}", markup=False)
 
 
-def _status_table(project: str, rows: list[TableStatus]) -> None:
+def _status_table(project: str, rows: list[TableStatus], models: list[ModelStatus] | None = None) -> None:
     from rich.table import Table
 
     from bronzeline.text import human_duration
@@ -263,6 +270,20 @@ def _status_table(project: str, rows: list[TableStatus]) -> None:
                      _num(r.rows_loaded_last_run), _short(r.watermark), pending,
                      f"[red]{r.failures_24h}[/red]" if r.failures_24h else "0")
     out.print(grid)
+    if not models:
+        return
+    grid = Table(title="models")
+    for col in ("model", "materialized", "status", "last built", "rows", "failed checks"):
+        grid.add_column(col)
+    for m in models:
+        status = m.status if m.status in {"built", "building"} else f"[red]{m.status}[/red]"
+        checks = f"[red]{m.failed_checks} error[/red]" if m.failed_checks else "0 error"
+        checks += f", [yellow]{m.warned_checks} warn[/yellow]" if m.warned_checks else ", 0 warn"
+        grid.add_row(m.model, m.materialized, status, _short(m.last_built_at), _num(m.rows), checks)
+    out.print(grid)
+    for m in models:
+        if m.message:
+            out.print(f"{m.model}: {m.status}: {m.message}", markup=False)
 
 
 def _short(value: datetime | None) -> str:

@@ -5,7 +5,9 @@ process (never two runs of one table at once; other processes are kept out by th
 each with the config's retries and timeout. A slot missed while the scheduler was down, or while
 another table's run overran, is run once as soon as possible (the run ledger tells when each table
 last started); slots are never run twice. `stop()` (SIGTERM, SIGINT) lets the current table finish
-and starts nothing new.
+and starts nothing new. After each pass of loads, the models are built (`bronzeline build`) when the
+config has a `models:` section with `schedule_build` on, so marts follow their sources; a failed build
+is logged and the scheduler goes on.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import psycopg
 
@@ -25,7 +28,11 @@ from bronzeline.events import BatchLoaded, Event, EventSink
 from bronzeline.pipeline import PassState, TableOutcome, run_tables
 from bronzeline.text import first_line
 
+if TYPE_CHECKING:
+    from bronzeline.models.outcome import BuildReport, CheckResult
+
 Log = Callable[[str], None]
+Builder = Callable[[Config], "BuildReport"]
 _MAX_SLEEP = 1.0  # wake at least this often to notice stop()
 
 
@@ -66,10 +73,36 @@ def describe(outcome: TableOutcome) -> str:
             f"({outcome.rows_skipped:,} already present{deleted}) in {outcome.seconds:.2f}s{tries}")
 
 
+def describe_build(report: BuildReport) -> list[str]:
+    """One line per model (built, failed, blocked) and per check that failed or warned, for the log."""
+    lines = [_check_line(c) for c in report.sources if c.status != "pass"]
+    for m in report.models:
+        took = f" in {m.seconds:.2f}s"
+        why = m.message.removeprefix(f"{m.model}: ")  # the line names the model already
+        if m.status == "built":
+            rows = f" {m.rows:,} rows" if m.rows is not None else ""
+            lines.append(f"{m.model}: built{rows}{took}")
+        elif m.status == "failed":
+            lines.append(f"{m.model}: failed{took}: {why}")
+        else:
+            lines.append(f"{m.model}: {m.status}: {why}")
+        lines += [_check_line(c) for c in m.checks if c.status != "pass"]
+    return lines
+
+
+def _check_line(check: CheckResult) -> str:
+    spec = check.spec
+    verdict = "failed" if check.status == "fail" else "warned"
+    why = f" ({first_line(check.error)})" if check.error else ""
+    return (f"{spec.relation}: check {spec.name} {verdict}: {check.failing_rows:,} of {check.total_rows:,} rows"
+            f"{why}")
+
+
 class Scheduler:
     def __init__(self, config: Config, log: Log, on_event: EventSink | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, build: Builder | None = None) -> None:
         self.config = config
+        self.build = build  # None: bronzeline.models.build.build
         self.log = log
         self.on_event = on_event or self._log_event
         self.clock = clock or (lambda: datetime.now(UTC))
@@ -119,7 +152,33 @@ class Scheduler:
         except Exception as exc:  # never let one pass end the scheduler
             self.log(f"internal error: {type(exc).__name__}: {first_line(exc)}\n{traceback.format_exc()}")
         self.outcomes += outcomes
+        self.build_models()
         return outcomes
+
+    def build_models(self) -> BuildReport | None:
+        """Build the models after a pass of loads (when configured to); logs and never raises."""
+        models = self.config.models
+        if models is None or not models.schedule_build or self.stopping.is_set():
+            return None
+        self.log("models: build started")
+        try:
+            if self.build is not None:
+                report = self.build(self.config)
+            else:
+                from bronzeline.models.build import build
+
+                report = build(self.config)
+        except BronzelineError as exc:  # e.g. a model file with an error: say so, try again next pass
+            self.log(f"models: error: {first_line(exc)}")
+            return None
+        except Exception as exc:  # a build never ends the scheduler
+            self.log(f"models: internal error: {type(exc).__name__}: {first_line(exc)}\n{traceback.format_exc()}")
+            return None
+        for line in describe_build(report):
+            self.log(line)
+        built = sum(m.status == "built" for m in report.models)
+        self.log(f"models: {built} of {len(report.models)} built" + ("" if report.ok else "; see the failures above"))
+        return report
 
     # ------------------------------------------------------------------ the loop
     def run_forever(self) -> None:

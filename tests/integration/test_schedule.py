@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -135,3 +136,54 @@ def test_sigterm_lets_the_current_table_finish_and_others_skip_it(pipeline: Pipe
     assert "slow_things: loaded 150 of 150 rows" in text  # the run under way finished
     assert text.index("SIGTERM") < text.index("slow_things: loaded")
     assert runs(pipeline, "slow_things") == [("loaded", 150, 1)]
+
+
+SCHEDULED_MODELS = {
+    "silver/devices.sql": "SELECT imei, plate FROM bronze.devices",
+    "silver/fixes.sql": "SELECT id, imei, speed FROM bronze.position_history",
+    "gold/fixes_per_device.sql": "SELECT f.imei, count(*) AS fixes FROM silver.fixes f JOIN silver.devices d "
+                                 "USING (imei) GROUP BY f.imei",
+    "properties.yml": """\
+models:
+  - name: silver.devices
+    materialized: table
+  - name: silver.fixes
+    materialized: table
+    data_tests: [{row_count: {max: 10}}]
+  - name: gold.fixes_per_device
+    materialized: table
+""",
+}
+
+
+def test_once_builds_the_models_after_the_loads_and_a_build_error_stops_nothing(pipeline: Pipeline) -> None:
+    setup(pipeline, rows=100)
+    pipeline.write_config(pipeline.tables_yaml, "models: {path: models}\n")
+    for name, text in SCHEDULED_MODELS.items():
+        path = pipeline.tmp / "models" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    pipeline.cli("migrate", check=True)
+    first = pipeline.cli("schedule", "--once", check=True)  # a failed model is not a failed load
+    log = first.stderr
+    assert log.index("position_history: loaded 100 of 100 rows") < log.index("models: build started")
+    assert re.search(r"silver\.devices: built 80 rows in \d+\.\d\ds", log), log
+    assert re.search(r"silver\.fixes: failed in \d+\.\d\ds: ", log), log
+    assert "silver.fixes: check row_count failed" in log
+    assert "gold.fixes_per_device: blocked: " in log and "models: 1 of 3 built; see the failures above" in log
+    with pipeline.wh() as conn:
+        ledger = dict(conn.execute("SELECT DISTINCT ON (model) model, status FROM dwh_control.model_runs "
+                                   "ORDER BY model, build_id DESC").fetchall())
+    assert ledger == {"silver.devices": "built", "silver.fixes": "failed", "gold.fixes_per_device": "blocked"}
+
+    # a model file the project cannot read: the loads run, the error is one line, the exit code is the loads'
+    (pipeline.tmp / "models" / "silver" / "broken.sql").write_text("SELECT FROM WHERE (")
+    second = pipeline.cli("schedule", "--once", check=True)
+    assert "position_history: loaded 0 of 0 rows" in second.stderr
+    assert re.search(r"models: error: broken\.sql \(silver\.broken\)", second.stderr), second.stderr
+    assert "Traceback" not in second.stderr
+
+    # schedule_build: false leaves the models to `bronzeline build`
+    pipeline.write_config(pipeline.tables_yaml, "models: {path: models, schedule_build: false}\n")
+    third = pipeline.cli("schedule", "--once", check=True)
+    assert "position_history: loaded 0 of 0 rows" in third.stderr and "models:" not in third.stderr

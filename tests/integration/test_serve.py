@@ -30,6 +30,7 @@ from bronzeline.config import load_config
 from bronzeline.observe.server import Reader, create_app, serving_config
 from tests.integration.pipeline import Pipeline
 from tests.integration.test_core import TABLES, insert_positions, setup
+from tests.integration.test_models_observe import record_builds, with_models
 
 PINGS = """\
   - name: pings
@@ -83,14 +84,16 @@ def running(app: FastAPI) -> Iterator[str]:
 
 def history(pipeline: Pipeline) -> None:
     """Four real runs with growing batches, and one real failure (a key that is not unique) that the next
-    run recovers from."""
+    run recovers from; models with a history of builds, one failed on its check and one blocked by it."""
     setup(pipeline, rows=400)
     with pipeline.src() as conn:
         conn.execute("CREATE TABLE tracksolid.pings (id int, recorded_at timestamptz NOT NULL DEFAULT now())")
         conn.execute("INSERT INTO tracksolid.pings (id) SELECT g FROM generate_series(1, 50) g")
-    pipeline.write_config(TABLES + PINGS)
+    with_models(pipeline, TABLES + PINGS)
     pipeline.cli("migrate", check=True)
     pipeline.cli("run", check=True)
+    with pipeline.wh() as conn:
+        record_builds(conn)
     for i, extra in enumerate((900, 2500, 1200)):
         with pipeline.src() as conn:
             insert_positions(conn, extra, start=400 + 10_000 * (i + 1))
@@ -196,6 +199,14 @@ def test_endpoints_metrics_and_page_in_chromium(served: tuple[Pipeline, str], tm
     assert dom.count('class="uplot') == 2 and dom.count("<canvas") == 2
     legend = dom[dom.index('id="chart-rows"'):dom.index('id="chart-duration"')]
     assert all(name in legend for name in ("position_history", "devices", "pings"))
+    # the model graph, drawn server-side: the model that failed its check red, what it blocked red, the rest green
+    graph = dom[dom.index('<svg class="model-graph"'):dom.index("</svg>")]
+    failed = graph[graph.index('<g class="node failed" data-model="silver.fixes">'):]
+    assert 'fill="#fee2e2" stroke="#dc2626"' in failed[:failed.index("</g>")]
+    assert '<g class="node blocked" data-model="gold.device_speed">' in graph
+    built = graph[graph.index('<g class="node built" data-model="silver.devices_clean">'):]
+    assert 'fill="#dcfce7" stroke="#16a34a"' in built[:built.index("</g>")]
+    assert graph.count("<path class=\"edge") == 5
     shot = Path(os.environ.get("BRONZELINE_SCREENSHOT") or tmp_path / "status-page.png")
     subprocess.run([*flags, f"--screenshot={shot}", f"{url}/"], capture_output=True, timeout=60, check=True)
     assert shot.stat().st_size > 20_000

@@ -8,9 +8,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bronzeline.config.models import Config
+from bronzeline.config.models import Config, ModelsConfig
 from bronzeline.errors import ConfigError
-from bronzeline.schedule import due, next_fire, prev_fire, table_crons
+from bronzeline.models.outcome import BuildReport, CheckResult, ModelOutcome
+from bronzeline.models.spec import CheckSpec
+from bronzeline.schedule import Scheduler, due, next_fire, prev_fire, table_crons
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
 CRON = "0 5,8,11,14,17,20,23 * * *"
@@ -75,3 +77,72 @@ def test_due_tables() -> None:
 def test_bad_cron_is_a_config_error(bad: str) -> None:
     with pytest.raises(ValueError, match="not a cron expression"):
         config(schedule=bad)
+
+
+# ---------------------------------------------------------------- models built after each pass of loads
+def models_config(**models: Any) -> Config:
+    return config().model_copy(update={"models": ModelsConfig(**models)})
+
+
+def report() -> BuildReport:
+    speed = CheckSpec("accepted_range", "silver.fixes", "speed")
+    plate = CheckSpec("not_null", "silver.devices", "plate", severity="warn")
+    imei = CheckSpec("not_null", "bronze.positions", "imei")
+    return BuildReport(
+        sources=[CheckResult(imei, "pass", 0, 800)],
+        models=[ModelOutcome("silver.devices", "view", "built", rows=80, seconds=0.25,
+                             checks=[CheckResult(plate, "warn", 3, 80)]),
+                ModelOutcome("silver.fixes", "table", "failed", rows=None, seconds=1.5,
+                             message="accepted_range(speed) failed: 5 of 800 rows",
+                             checks=[CheckResult(speed, "fail", 5, 800)]),
+                ModelOutcome("gold.speed", "table", "blocked", message="blocked by silver.fixes")])
+
+
+def test_a_build_after_the_loads_logs_each_model_and_each_failed_check() -> None:
+    lines: list[str] = []
+    built: list[Config] = []
+
+    def build(cfg: Config) -> BuildReport:
+        built.append(cfg)
+        return report()
+
+    cfg = models_config()
+    assert Scheduler(cfg, lines.append, build=build).build_models() is not None
+    assert built == [cfg]
+    assert lines == ["models: build started",
+                     "silver.devices: built 80 rows in 0.25s",
+                     "silver.devices: check not_null(plate) warned: 3 of 80 rows",
+                     "silver.fixes: failed in 1.50s: accepted_range(speed) failed: 5 of 800 rows",
+                     "silver.fixes: check accepted_range(speed) failed: 5 of 800 rows",
+                     "gold.speed: blocked: blocked by silver.fixes",
+                     "models: 1 of 3 built; see the failures above"]
+
+
+@pytest.mark.parametrize("error", [ConfigError("models/silver/x.sql: cannot parse"), RuntimeError("boom")])
+def test_a_build_error_is_logged_and_never_stops_the_scheduler(error: Exception) -> None:
+    lines: list[str] = []
+
+    def build(cfg: Config) -> BuildReport:
+        raise error
+
+    assert Scheduler(models_config(), lines.append, build=build).build_models() is None
+    assert lines[0] == "models: build started"
+    assert lines[1].startswith("models: error: models/silver/x.sql" if isinstance(error, ConfigError)
+                               else "models: internal error: RuntimeError: boom")
+
+
+@pytest.mark.parametrize("cfg", [config(), models_config(schedule_build=False)])
+def test_no_build_without_models_or_with_schedule_build_off(cfg: Config) -> None:
+    lines: list[str] = []
+
+    def build(cfg: Config) -> BuildReport:
+        raise AssertionError("not to be called")
+
+    assert Scheduler(cfg, lines.append, build=build).build_models() is None
+    assert lines == []
+
+
+def test_no_build_once_stopping() -> None:
+    scheduler = Scheduler(models_config(), [].append, build=lambda cfg: report())
+    scheduler.stop()
+    assert scheduler.build_models() is None

@@ -11,15 +11,18 @@ from prometheus_client.registry import Collector
 
 from bronzeline import __version__
 from bronzeline.observe.facts import RUN_STATUSES
+from bronzeline.observe.model_facts import CHECK_STATUSES, MODEL_STATUSES, ModelsView
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Facts = Callable[[], list[dict[str, Any]]]  # table_facts for one scrape; raises when the warehouse is down
+Models = Callable[[], ModelsView]  # models_view for one scrape
 
 
 class LedgerCollector(Collector):
-    def __init__(self, project: str, facts: Facts) -> None:
+    def __init__(self, project: str, facts: Facts, models: Models | None = None) -> None:
         self.project = project
         self.facts = facts
+        self.models = models
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("bronzeline_info", "bronzeline's version and project", labels=["project", "version"])
@@ -27,11 +30,13 @@ class LedgerCollector(Collector):
         yield info
         try:
             rows = self.facts()
+            view = self.models() if self.models is not None else ModelsView()
             up = 1.0
         except Exception:  # the warehouse is down: say so, and export nothing stale
-            rows, up = [], 0.0
+            rows, view, up = [], ModelsView(), 0.0
         yield GaugeMetricFamily("bronzeline_up", "1 when the warehouse answered this scrape", value=up)
         yield from table_metrics(rows)
+        yield from model_metrics(view)
 
 
 def _gauge(name: str, doc: str, rows: list[dict[str, Any]], key: str) -> GaugeMetricFamily:
@@ -74,9 +79,40 @@ def table_metrics(rows: list[dict[str, Any]]) -> Iterator[Metric]:
     yield _gauge("bronzeline_last_run_duration_seconds", "duration of the last loaded run", rows, "last_run_seconds")
 
 
-def render(project: str, facts: Facts) -> bytes:
+def model_metrics(view: ModelsView) -> Iterator[Metric]:
+    """Per model its latest build; per check (relation, check, column) its latest result."""
+    status = GaugeMetricFamily("bronzeline_model_status", "1 for the status of the model's latest build",
+                               labels=["model", "status"])
+    rows = GaugeMetricFamily("bronzeline_model_rows", "rows of the model's latest successful build", labels=["model"])
+    built = GaugeMetricFamily("bronzeline_model_last_built_timestamp_seconds",
+                              "when the model was last built successfully (what readers see)", labels=["model"])
+    for m in view.models:
+        for name in MODEL_STATUSES:
+            status.add_metric([m.model, name], float(m.status == name))
+        if m.rows is not None:
+            rows.add_metric([m.model], float(m.rows))
+        if m.last_built_at is not None:
+            built.add_metric([m.model], m.last_built_at.timestamp())
+    yield status
+    yield rows
+    yield built
+    failing = GaugeMetricFamily("bronzeline_check_failing_rows", "failing rows in the check's latest result",
+                                labels=["relation", "check", "column"])
+    verdict = GaugeMetricFamily("bronzeline_check_status", "1 for the status of the check's latest result "
+                                "(fail: an error check failed; warn: a warn check failed)",
+                                labels=["relation", "check", "column", "status"])
+    for c in view.checks:
+        labels = [c.relation, c.check_name, c.column_name or ""]
+        failing.add_metric(labels, float(c.failing_rows))
+        for name in CHECK_STATUSES:
+            verdict.add_metric([*labels, name], float(c.status == name))
+    yield failing
+    yield verdict
+
+
+def render(project: str, facts: Facts, models: Models | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LedgerCollector(project, lambda: [_with_limit(r) for r in facts()]))
+    registry.register(LedgerCollector(project, lambda: [_with_limit(r) for r in facts()], models))
     return generate_latest(registry)
 
 

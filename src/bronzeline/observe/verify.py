@@ -2,7 +2,8 @@
 
 Three stages: `pre-deploy` (migrations, connections, store, keys, roles, the source login, indexes),
 `first-run` (loaded runs, row-count parity, geometry round-trip, no files left, accounting) and
-`steady` (freshness against the cadence, no failures in 24 h, bronze keeping up with the source).
+`steady` (freshness against the cadence, no failures in 24 h, bronze keeping up with the source, and the
+latest results of the models' error-severity checks).
 `warn` and `skip` never fail; any `fail` does. verify writes nothing to the warehouse; it writes and
 deletes one probe file in the object store.
 """
@@ -25,6 +26,7 @@ from bronzeline.context import Context
 from bronzeline.errors import BronzelineError
 from bronzeline.observe import verify_data as data
 from bronzeline.observe.cadence import Cadence, table_cadence
+from bronzeline.observe.model_facts import load_graph
 from bronzeline.observe.probe import TableProbe
 from bronzeline.observe.verify_data import Result, Status
 from bronzeline.redact import redact
@@ -32,6 +34,7 @@ from bronzeline.sources.base import ServerInfo
 from bronzeline.sources.postgres import TIMESTAMP_TYPES
 from bronzeline.text import first_line, iso
 from bronzeline.warehouse import ddl, migrations
+from bronzeline.warehouse.model_ledger import ModelLedger
 
 STAGES = ("pre-deploy", "first-run", "steady")
 _VIEWS = ("v_table_freshness", "v_recent_failures", "v_watermark_lag")
@@ -116,6 +119,8 @@ class Verifier:
         if "steady" in self.stages:
             for table in self.config.tables:
                 self._steady(table)
+            if self.config.models is not None:
+                self._models()
         return self.report()
 
     def report(self) -> VerifyReport:
@@ -313,3 +318,28 @@ class Verifier:
             self.skip(st, "growth", name, f"source {table.source!r} is unreachable")
         else:
             self.add(st, "growth", name, lambda: data.growth(self._probe(table), cadence()))
+
+    def _models(self) -> None:
+        """Per model (and bronze table) with error-severity checks: their latest results."""
+        st = "steady"
+        try:
+            graph = load_graph(self.config)
+        except BronzelineError as exc:
+            self.gates.append(Gate(st, "model_checks", "models", "fail", redact(
+                f"the models project has an error: {first_line(exc)}", self.secrets)))
+            return
+        gated = [r for r, specs in graph.checks.items() if any(s.severity == "error" for s in specs)]
+        if not gated:
+            why = "no error-severity checks" if graph.materialized else "no models"
+            self.skip(st, "model_checks", "models", f"{why} in {self.config.models_dir}")
+            return
+        try:
+            latest = ModelLedger(self.ctx.warehouse, self.config.warehouse.control_schema).latest_checks()
+        except psycopg.Error as exc:
+            self.gates.append(Gate(st, "model_checks", "models", "fail", redact(
+                f"could not read the check results: {first_line(exc)}; run `bronzeline migrate`", self.secrets)))
+            return
+        for relation in gated:
+            gate = "model_checks" if relation in graph.materialized else "source_checks"
+            self.add(st, gate, relation, lambda r=relation: data.error_checks(  # type: ignore[misc]
+                r, graph.checks[r], latest))

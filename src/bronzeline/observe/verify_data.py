@@ -10,9 +10,11 @@ from typing import Any, Literal
 from bronzeline.batches.area import Area
 from bronzeline.config.models import TableConfig
 from bronzeline.context import Context
+from bronzeline.models.spec import CheckSpec
 from bronzeline.observe.cadence import Cadence
 from bronzeline.observe.probe import TableProbe
 from bronzeline.text import first_line, human_duration, iso
+from bronzeline.warehouse.model_ledger import CheckRecord
 
 Status = Literal["pass", "fail", "warn", "skip"]
 Result = tuple[Status, str, dict[str, Any]]
@@ -187,3 +189,30 @@ def growth(probe: TableProbe, cadence: Cadence) -> Result:
         return "pass", f"the source gained {source:,} row(s) in {span}; bronze has {bronze:,}", numbers
     return "fail", (f"the source gained {source:,} row(s) in {span} but bronze has {bronze:,}: bronze is not "
                     f"keeping up; check `bronzeline status` and `bronzeline runs {table.name}`"), numbers
+
+
+def error_checks(relation: str, specs: tuple[CheckSpec, ...], latest: list[CheckRecord]) -> Result:
+    """The latest result of each of the relation's error-severity checks (the last build's, or a later
+    `bronzeline test`'s): any that failed fails the gate, with its failing rows."""
+    wanted = [s for s in specs if s.severity == "error"]
+    found: dict[str, CheckRecord] = {}
+    for spec in wanted:
+        # the ledger names a check by its kind (with the column apart) or as the spec names it
+        match = next((c for c in latest if c.relation == relation and c.column_name == spec.column
+                      and c.check_name in (spec.kind, spec.name)), None)
+        if match is not None:
+            found[spec.name] = match
+    failed = {name: c for name, c in found.items() if c.status == "fail"}
+    numbers = {"error_checks": len(wanted), "checked": len(found),
+               "failing_rows": {name: c.failing_rows for name, c in found.items()}}
+    if failed:
+        shown = ", ".join(f"{name} ({c.failing_rows:,} of {c.total_rows:,} rows"
+                          f"{': ' + first_line(c.error_message) if c.error_message else ''})"
+                          for name, c in failed.items())
+        return "fail", (f"{len(failed)} of {len(wanted)} error check(s) failed: {shown}; fix the data or the "
+                        f"model, then `bronzeline build {relation}`"), numbers
+    if not found:
+        return "warn", f"none of its {len(wanted)} error check(s) has run yet; run `bronzeline build`", numbers
+    unrun = len(wanted) - len(found)
+    note = f" ({unrun} not run yet)" if unrun else ""
+    return "pass", f"{len(found)} error check(s) passed in their latest run{note}", numbers

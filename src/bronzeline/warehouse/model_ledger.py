@@ -139,3 +139,10 @@ class ModelLedger:
                 self._t("check_results"))).fetchall()
         return [CheckRecord(int(r[0]), r[1], str(r[2]), str(r[3]), r[4], str(r[5]), str(r[6]), int(r[7]), int(r[8]),
                             list(r[9] or []), r[10], r[11]) for r in rows]
+
+    def last_built_rows(self) -> dict[str, int | None]:
+        """model -> the rows of its latest successful build: what a failed or blocked model still publishes."""
+        rows = self.conn.execute(
+            sql.SQL("SELECT DISTINCT ON (model) model, rows FROM {} WHERE status = 'built' "
+                    "ORDER BY model, build_id DESC").format(self._t("model_runs"))).fetchall()
+        return {str(r[0]): r[1] for r in rows}
