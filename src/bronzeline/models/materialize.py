@@ -145,14 +145,21 @@ def build_view(conn: Conn, model: Model, models: set[str]) -> tuple[Built, list[
     return Built(None, model.relation), dropped
 
 
+def _table_or_rebuild(conn: Conn, model: Model, models: set[str]) -> tuple[bool, list[str]]:
+    """(whether the model's table exists with the query's columns, what was dropped): a relation of
+    another kind, or a table whose columns no longer match the SELECT, is dropped to be re-created."""
+    kind = relkind(conn, model)
+    if kind is None:
+        return False, []
+    if kind == "r" and _table_columns(conn, model) == _columns(conn, _body(model)):
+        return True, []
+    return False, drop_for_rebuild(conn, model, _KINDS[kind], models)
+
+
 def build_table(conn: Conn, model: Model, models: set[str]) -> tuple[Built, list[str]]:
     ident = _ident(model)
-    dropped: list[str] = []
-    kind = relkind(conn, model)
-    if kind is not None and (kind != "r" or _table_columns(conn, model) != _columns(conn, _body(model))):
-        dropped = drop_for_rebuild(conn, model, _KINDS[kind], models)
-        kind = None
-    if kind is None:
+    exists, dropped = _table_or_rebuild(conn, model, models)
+    if not exists:
         rows = _execute_count(conn, sql.SQL("CREATE TABLE {} AS {}").format(ident, _body(model)))
         if model.key:
             conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
@@ -202,15 +209,12 @@ def build_incremental(conn: Conn, model: Model, models: set[str], start: datetim
                       *, full_refresh: bool) -> tuple[Built, list[str]]:
     """Merge on `key` the rows in (start, end]; the first build (or a full refresh) reads (-infinity, end]."""
     ident = _ident(model)
-    dropped: list[str] = []
-    kind = relkind(conn, model)
+    _set_window(conn, None, end)  # an aggregating model's SELECT reads it even to be described
+    exists, dropped = _table_or_rebuild(conn, model, models)
+    kind = "r" if exists else None
     if kind is None or full_refresh:
         start = None
     _set_window(conn, start, end)
-    if kind is not None and (kind != "r" or _table_columns(conn, model) != _columns(conn, _body(model))):
-        dropped = drop_for_rebuild(conn, model, _KINDS[kind], models)
-        kind, start = None, None
-        _set_window(conn, start, end)
     query = _body(model)
     if not reads_window(model):
         # Literals, not parameters: the user's SQL may hold a `%` (modulo) that placeholders would take.
