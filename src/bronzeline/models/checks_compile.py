@@ -326,9 +326,13 @@ def count_query(spec: CheckSpec, target: str | None = None) -> sql.Composed:
     elif spec.kind == "row_count":
         obj = sql.SQL("jsonb_build_object('row_count', count(*), 'min', {}, 'max', {})").format(
             sql.Literal(spec.args.get("min")), sql.Literal(spec.args.get("max")))
+        checked: sql.Composable = p.checked
+        if "max" not in spec.args:
+            # Only a minimum: stop counting once it is reached (total_rows is then "at least min").
+            checked = sql.SQL("(SELECT 1 FROM {} LIMIT {}) AS t").format(p.checked, sql.Literal(int(spec.args["min"])))
         return sql.SQL("SELECT count(*) AS total_rows, CASE WHEN {f} THEN 1 ELSE 0 END AS failing_rows, false AS "
                        "warned, CASE WHEN {f} THEN jsonb_build_array({o}) ELSE '[]'::jsonb END AS sample FROM {c}"
-                       ).format(f=_row_count_fails(p), o=obj, c=p.checked)
+                       ).format(f=_row_count_fails(p), o=obj, c=checked)
     elif spec.kind == "freshness":
         latest, error, warn = _age_bounds(p)
         ages = {k: str(parse_age(spec.args[k])) for k in ("warn_after", "error_after") if k in spec.args}
