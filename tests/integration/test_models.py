@@ -8,10 +8,12 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from bronzeline.errors import ConfigError
 from bronzeline.models.build import build
@@ -325,3 +327,35 @@ def test_an_error_check_keeps_the_published_table_and_blocks_dependents_a_warn_b
     assert "Traceback" not in proc.stderr
     proc = invoke(pipeline.tmp, "-c", str(pipeline.config_path), "test", "--json", env=pipeline.environ())
     assert proc.returncode == 1
+
+
+def test_models_are_readable_by_the_read_only_role(pipeline: Pipeline, pg_admin_dsn: str) -> None:
+    ro, login = f"bl_ro_{uuid.uuid4().hex[:8]}", f"bl_rologin_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(ro)))
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+            sql.Identifier(login), sql.Literal(pipeline.password), sql.Identifier(ro)))
+    try:
+        with pipeline.src() as conn:
+            conn.execute(POSITIONS)
+        insert(pipeline, 1, 100)
+        write_models(pipeline, MODELS)
+        pipeline.write_config(TABLES, f"models: {{path: models}}\nwarehouse:\n  roles: {{readonly: {ro}}}\n")
+        pipeline.cli("migrate", check=True)
+        time.sleep(0.15)
+        pipeline.run()
+        assert build(pipeline.config()).ok
+        owner = str(psycopg.conninfo.conninfo_to_dict(pipeline.warehouse_dsn)["user"])
+        with psycopg.connect(pipeline.warehouse_dsn.replace(f"user={owner}", f"user={login}"),
+                             autocommit=True) as reader:
+            for relation in ("silver.fast", "silver.per_imei", "reporting.v_per_imei", "gold.positions_inc",
+                             "gold.daily"):
+                reader.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(*relation.split("."))))
+            assert reader.execute("SELECT reporting.fast_count(0)").fetchone() is not None
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                reader.execute("DELETE FROM silver.per_imei")
+    finally:
+        with psycopg.connect(pipeline.warehouse_admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(ro)))
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}, {}").format(sql.Identifier(login), sql.Identifier(ro)))
