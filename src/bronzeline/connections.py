@@ -15,7 +15,6 @@ from bronzeline.errors import (
     SourceError,
     SourceRefused,
     SourceUnreachable,
-    Transient,
     WarehouseError,
     WarehouseRefused,
     WarehouseUnreachable,
@@ -49,23 +48,13 @@ def server_answers(dsn: str, timeout: int) -> bool:
     return bool(ping == psycopg.pq.Ping.OK)
 
 
-def unreachable(error: type[BronzelineError]) -> type[BronzelineError]:
-    """The Transient flavour of a connection's error type."""
-    if issubclass(error, Transient):
-        return error
+def flavour(error: type[BronzelineError], *, transient: bool) -> type[BronzelineError]:
+    """The Transient (the server did not answer) or Terminal (it refused us) flavour of a connection's
+    error type, so retries decide on the type."""
     if issubclass(error, SourceError):
-        return SourceUnreachable
+        return SourceUnreachable if transient else SourceRefused
     if issubclass(error, WarehouseError):
-        return WarehouseUnreachable
-    return error
-
-
-def refused(error: type[BronzelineError]) -> type[BronzelineError]:
-    """The Terminal flavour of a connection's error type."""
-    if issubclass(error, SourceError):
-        return SourceRefused
-    if issubclass(error, WarehouseError):
-        return WarehouseRefused
+        return WarehouseUnreachable if transient else WarehouseRefused
     return error
 
 
@@ -99,13 +88,12 @@ def connect(
         )
     except psycopg.Error as exc:
         detail = redact(first_line(exc), [secret])
-        if server_answers(cfg.dsn, cfg.connect_timeout):
-            # The server accepts connections but refused this one: login, password, database or
-            # pg_hba.conf. Another attempt would be refused the same way.
-            raise refused(error)(f"cannot connect to {name!r} ({detail}); the server is up: check the dsn's user, "
-                        "password and database, and pg_hba.conf") from None
-        raise unreachable(error)(f"cannot connect to {name!r} ({detail}); check that the server is up and "
-                                 "reachable, then run again") from None
+        answers = server_answers(cfg.dsn, cfg.connect_timeout)
+        # A server that answers refused this login (user, password, database, pg_hba.conf): another
+        # attempt would be refused the same way. One that does not answer may be back soon.
+        advice = ("the server is up: check the dsn's user, password and database, and pg_hba.conf" if answers
+                  else "check that the server is up and reachable, then run again")
+        raise flavour(error, transient=not answers)(f"cannot connect to {name!r} ({detail}); {advice}") from None
     if cfg.require_tls and not is_loopback(conn.info.host) and not conn.pgconn.ssl_in_use:
         conn.close()
         raise error(f"connection {name!r} to {conn.info.host} is not encrypted; add sslmode=require to the "

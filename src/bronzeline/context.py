@@ -13,6 +13,7 @@ from bronzeline.connections import connect
 from bronzeline.errors import WarehouseError
 from bronzeline.sources import Source, open_source
 from bronzeline.store import ObjectStore, open_store
+from bronzeline.warehouse import migrations
 from bronzeline.warehouse.control import Control
 
 
@@ -23,6 +24,7 @@ class Context:
         self._load: psycopg.Connection[Any] | None = None
         self._sources: dict[str, Source] = {}
         self._store: ObjectStore | None = None
+        self._migrated_on: psycopg.Connection[Any] | None = None  # where the migrations check passed
 
     def _connect_warehouse(self, purpose: str) -> psycopg.Connection[Any]:
         name = self.config.warehouse.connection
@@ -41,6 +43,14 @@ class Context:
         if self._load is None or self._load.closed:
             self._load = self._connect_warehouse("load")
         return self._load
+
+    def require_migrated(self) -> None:
+        """Raise unless the control schema is at this version's migrations; checked once per warehouse
+        connection (a new connection, after an outage, is checked again)."""
+        conn = self.warehouse
+        if self._migrated_on is not conn:
+            migrations.require_current(conn, self.config.warehouse.control_schema)
+            self._migrated_on = conn
 
     @property
     def control(self) -> Control:

@@ -52,10 +52,6 @@ class StoreError(BronzelineError):
     """The object store could not be read or written."""
 
 
-class StoreUnavailable(StoreError, Transient):
-    """The object store did not answer or said to try again later."""
-
-
 class BatchError(Terminal):
     """A batch file does not match its manifest, or its content cannot be loaded."""
 

@@ -24,7 +24,6 @@ from bronzeline.models.project import load_project
 from bronzeline.models.spec import CheckSpec, Model, Project
 from bronzeline.redact import redact
 from bronzeline.text import first_line
-from bronzeline.warehouse import migrations
 from bronzeline.warehouse.model_ledger import ModelLedger
 
 ROW_LEVEL = frozenset({"not_null", "accepted_values", "accepted_range", "expression_is_true", "relationships"})
@@ -72,7 +71,7 @@ class _Build:
         return redact(text, self.config.secrets())
 
     def run(self, order: list[str], chosen: set[str], full_refresh: bool, checks_only: bool) -> BuildReport:
-        migrations.require_current(self.ctx.warehouse, self.config.warehouse.control_schema)
+        self.ctx.require_migrated()
         report = BuildReport()
         failed: dict[str, str] = {}  # relation -> why its dependents are blocked
         wanted_sources = {r for m in chosen for r in upstream(self.graph, m)} | set(chosen)

@@ -9,7 +9,6 @@ from typing import Any
 from bronzeline.batches.area import Area
 from bronzeline.context import Context
 from bronzeline.text import iso
-from bronzeline.warehouse import migrations
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class TableStatus:
 
 def table_status(ctx: Context) -> list[TableStatus]:
     config = ctx.config
-    migrations.require_current(ctx.warehouse, config.warehouse.control_schema)
+    ctx.require_migrated()
     ledger = ctx.control.statuses([t.name for t in config.tables])
     out = []
     for table, row in zip(config.tables, ledger, strict=True):

@@ -20,12 +20,11 @@ import psycopg
 
 from bronzeline.config.models import Config
 from bronzeline.context import Context
-from bronzeline.errors import BronzelineError, ConfigError, MigrationError
+from bronzeline.errors import BronzelineError, ConfigError
 from bronzeline.events import EventSink, Progress
 from bronzeline.pipeline.attempts import Attempts, PassState, classify
 from bronzeline.pipeline.table_run import RunRequest, TableOutcome, TableRun
 from bronzeline.sources.base import Window
-from bronzeline.warehouse import migrations
 
 
 def run_tables(config: Config, requests: Sequence[str | RunRequest] | None = None, *, workers: int = 1,
@@ -87,10 +86,8 @@ def run_tables(config: Config, requests: Sequence[str | RunRequest] | None = Non
 
 def _require_migrated(ctx: Context, ride_out_outage: bool) -> None:
     try:
-        migrations.require_current(ctx.warehouse, ctx.config.warehouse.control_schema)
-    except MigrationError:
-        raise
-    except (BronzelineError, psycopg.Error) as exc:
+        ctx.require_migrated()
+    except (BronzelineError, psycopg.Error) as exc:  # not migrated, a refused login: terminal
         if not ride_out_outage or classify(exc) == "terminal":
             raise
         ctx.close()

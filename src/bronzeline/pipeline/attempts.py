@@ -40,7 +40,6 @@ from bronzeline.events import AttemptFailed, EventSink, SucceededAfterRetry, Unr
 from bronzeline.pipeline.table_run import RunRequest, TableOutcome, TableRun
 from bronzeline.redact import redact
 from bronzeline.text import first_line
-from bronzeline.warehouse import migrations
 
 Kind = Literal["transient", "terminal"]
 
@@ -202,7 +201,6 @@ class Attempts:
         self.policy = policy or self.config.retries
         self.on_event = on_event or table_run.on_event
         self.rng = rng or random.Random()
-        self._migrated_on: object = None  # the warehouse connection the migrations check passed on
 
     def _safe(self, text: str) -> str:
         return redact(text, self.config.secrets())
@@ -280,7 +278,7 @@ class Attempts:
 
     def _attempt(self, request: RunRequest, table: TableConfig, attempt: int) -> TableOutcome:
         try:
-            self._check_migrations()
+            self.ctx.require_migrated()
             control = self.ctx.control
             if not control.try_lock(table.name):
                 raise LockBusy(f"{table.name}: another run holds this table's lock; skipped")
@@ -297,13 +295,6 @@ class Attempts:
             with contextlib.suppress(psycopg.Error, BronzelineError):
                 # A lost connection took the lock with it (and WarehouseError: it cannot be reopened).
                 control.unlock(table.name)
-
-    def _check_migrations(self) -> None:
-        """Once per warehouse connection: the control schema is at this version's migrations."""
-        conn = self.ctx.warehouse
-        if self._migrated_on is not conn:
-            migrations.require_current(conn, self.config.warehouse.control_schema)
-            self._migrated_on = conn
 
     # ------------------------------------------------------------------ the run ledger
     def flush(self) -> None:
