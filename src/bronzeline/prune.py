@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from bronzeline.batches.area import Area, Folder
 from bronzeline.config.models import TableConfig
 from bronzeline.context import Context
-from bronzeline.store import batch
 from bronzeline.text import iso
 from bronzeline.warehouse.control import RunRecord
 
@@ -65,36 +65,30 @@ def prune(ctx: Context, *, dry_run: bool = False, now: datetime | None = None) -
     retention = ctx.config.blob.retention
     report = PruneReport(dry_run)
     for table in ctx.config.tables:
-        for folder, days in (("processed", retention.processed_days), ("failed", retention.failed_days)):
+        folders: tuple[tuple[Folder, int | None], ...] = (("processed", retention.processed_days),
+                                                          ("failed", retention.failed_days))
+        for folder, days in folders:
             if days is not None:
                 report.items += _prune_folder(ctx, table, folder, now - timedelta(days=days), days, dry_run)
     return report
 
 
-def _prune_folder(ctx: Context, table: TableConfig, folder: str, cutoff: datetime, days: int,
+def _prune_folder(ctx: Context, table: TableConfig, folder: Folder, cutoff: datetime, days: int,
                   dry_run: bool) -> list[Item]:
     store = ctx.store
-    prefix = f"{folder}/{table.name}"
-    stems: dict[str, list[str]] = {}
-    for key in store.list(prefix):
-        stem = batch.stem_of(key)
-        if stem is not None:  # foreign files are never touched
-            stems.setdefault(stem, []).append(key)
-    if not stems:
+    files = Area(store, table.name).scan(folder).by_run()  # batch files only: foreign files are never touched
+    if not files:
         return []
     control = ctx.control
-    runs = control.runs_by_id([batch.run_id_of(s) for s in stems])
+    runs = control.runs_by_id(list(files))
     mark = control.watermark(table.name).last_extracted_at if table.mode == "incremental" else None
     last_loaded = None
     if folder == "failed" and table.mode == "snapshot":
         last = control.last_loaded_run(table.name)
         last_loaded = last.run_id if last else None
     items = []
-    for stem, keys in sorted(stems.items(), key=lambda kv: batch.run_id_of(kv[0])):
-        run_id = batch.run_id_of(stem)
+    for run_id, keys in files.items():
         run = runs.get(run_id)
-        # data file first, manifest last: an interrupted prune leaves a manifest, never a bare data file
-        keys = sorted(keys, key=lambda k: k.endswith(batch.MANIFEST_SUFFIX))
         action, reason, why = _decide(folder, run, cutoff, days, mark, last_loaded, run_id)
         size = sum(store.size(k) for k in keys)
         if action == "delete" and not dry_run:

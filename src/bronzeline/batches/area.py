@@ -10,6 +10,7 @@ without its data file is a move that stopped half-way or a batch that lost its d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -49,6 +50,17 @@ class AreaScan:
     temporary: list[str] = field(default_factory=list)  # uploads that never finished
     foreign: list[str] = field(default_factory=list)  # files that are not batch files (never touched)
     names: tuple[str, ...] = ()  # every file name in the folder, sorted
+
+    def by_run(self) -> dict[int, list[str]]:
+        """Every batch file by run id, oldest run first, data files before manifests (so a deletion
+        stopped half-way leaves a manifest, never a bare data file)."""
+        found: dict[int, list[str]] = {b.run_id: [b.keys.data, b.keys.manifest] for b in self.complete}
+        for key in self.incomplete + self.lone_manifests:
+            stem = batch.stem_of(key)
+            assert stem is not None  # scan() put only batch files there
+            found.setdefault(batch.run_id_of(stem), []).append(key)
+        return {run: sorted(keys, key=lambda k: k.endswith(batch.MANIFEST_SUFFIX))
+                for run, keys in sorted(found.items())}
 
 
 @dataclass(frozen=True)
@@ -125,14 +137,14 @@ class Area:
     def moved_key(self, key: str, to: Folder) -> str:
         return f"{self.folder(to)}/{key.rsplit('/', 1)[-1]}"
 
-    def move(self, keys: BatchKeys | str, to: Folder, *, between: object = None) -> None:
+    def move(self, keys: BatchKeys | str, to: Folder, *, between: Callable[[], None] | None = None) -> None:
         """Move the data file, then its manifest (a rename, or copy-verify-delete on object stores).
-        A crash in between leaves a manifest whose data file is already in `to`; `finish_move`
-        completes it. `between` is called between the two files (crash tests)."""
+        A crash in between leaves a manifest whose data file is already in `to`; the next run's
+        leftover cleanup completes the move. `between` is called between the two files (crash tests)."""
         data, manifest = (keys.data, keys.manifest) if isinstance(keys, BatchKeys) else (None, keys)
         if data is not None:
             self.store.move(data, self.moved_key(data, to))
-            if callable(between):
+            if between is not None:
                 between()
         self.store.move(manifest, self.moved_key(manifest, to))
 
