@@ -18,15 +18,15 @@ from bronzeline.errors import BronzelineError, ConfigError
 from bronzeline.events import EventSink, ignore
 from bronzeline.faults import crash_point
 from bronzeline.models import materialize
+from bronzeline.models.checks_compile import ROW_LEVEL
 from bronzeline.models.graph import build_order, dependencies, upstream
 from bronzeline.models.outcome import BuildReport, CheckResult, ModelOutcome
 from bronzeline.models.project import load_project
 from bronzeline.models.spec import CheckSpec, Model, Project
 from bronzeline.redact import redact
 from bronzeline.text import first_line
+from bronzeline.warehouse.control_read import ControlReader
 from bronzeline.warehouse.model_ledger import ModelLedger
-
-ROW_LEVEL = frozenset({"not_null", "accepted_values", "accepted_range", "expression_is_true", "relationships"})
 
 
 class _Rollback(Exception):
@@ -78,7 +78,7 @@ class _Build:
         everything = chosen == set(self.project.models)
         for relation, source in self.project.sources.items():
             if everything or relation in wanted_sources:
-                results = self._checks(list(source.checks), None, None)
+                results = self._checks(list(source.checks))
                 report.sources += results
                 if any(r.blocks for r in results):
                     failed[relation] = f"an error check on {relation} failed"
@@ -109,7 +109,7 @@ class _Build:
         if materialize.relkind(self.ctx.warehouse, model) is None and model.materialized != "function":
             outcome.status, outcome.message = "failed", f"{model.relation} does not exist; run `bronzeline build`"
         else:
-            outcome.checks = self._checks(list(model.checks), None, None)
+            outcome.checks = self._checks(list(model.checks))
         outcome.seconds = time.monotonic() - started
         return outcome
 
@@ -184,13 +184,7 @@ class _Build:
         bronze = self.config.warehouse.bronze_schema
         tables = [t.name for t in self.config.tables if t.mode == "incremental"
                   and f"{bronze}.{t.name}" in upstream(self.graph, model.relation)]
-        row = self.conn.execute(
-            sql.SQL("SELECT coalesce((SELECT min(coalesce(last_extracted_at, '-infinity')) FROM {} "
-                    "WHERE table_name = ANY(%s)), now())").format(
-                sql.Identifier(self.config.warehouse.control_schema, "extract_watermarks")),
-            (tables,)).fetchone()
-        assert row is not None
-        return row[0]  # type: ignore[no-any-return]
+        return ControlReader(self.conn, self.config.warehouse.control_schema).oldest_watermark(tables)
 
     def _grant(self, model: Model) -> None:
         roles = self.config.warehouse.roles
@@ -237,21 +231,19 @@ class _Build:
             record(self.ledger, result, build_id)
         return results
 
-    def _checks(self, specs: list[CheckSpec], target: str | None, build_id: int | None) -> list[CheckResult]:
+    def _checks(self, specs: list[CheckSpec]) -> list[CheckResult]:
         """Checks outside a build (sources, `bronzeline test`), each recorded."""
         if not specs:
             return []
         with self.conn.transaction():
-            results = self._run_checks(specs, target)
-        return self._record(results, build_id)
+            results = self._run_checks(specs, None)
+        return self._record(results, None)
 
 
 def _model_error(model: Model, exc: BaseException) -> str:
+    if isinstance(exc, materialize.BuildError):
+        return first_line(exc)  # already names the model
     where = f"{model.relation} ({model.path.parent.name}/{model.path.name})"
     if isinstance(exc, psycopg.errors.LockNotAvailable):
         return f"{where}: a reader held a lock for longer than {materialize.DDL_LOCK_TIMEOUT}; build again later"
-    if isinstance(exc, psycopg.Error):
-        return f"{where}: {first_line(exc)}"
-    if isinstance(exc, materialize.BuildError):
-        return first_line(exc)  # already names the model
     return f"{where}: {first_line(exc)}"

@@ -19,6 +19,8 @@ from bronzeline.models.spec import CHECK_KINDS, CheckSpec
 
 # Checks that judge the relation as a whole: `mostly` does not apply, one failing "row" at most.
 TABLE_LEVEL = ("row_count", "freshness", "reconcile")
+# Checks that judge each row on its own: on an incremental merge they need to read only the merged rows.
+ROW_LEVEL = ("not_null", "accepted_values", "accepted_range", "expression_is_true", "relationships")
 COLUMN_REQUIRED = ("not_null", "accepted_values", "relationships", "accepted_range")
 SAMPLE_LIMIT = 10
 _ARGS: dict[str, tuple[str, ...]] = {

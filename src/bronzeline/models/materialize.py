@@ -131,9 +131,10 @@ def drop_for_rebuild(conn: Conn, model: Model, kind: str, models: set[str]) -> l
 
 def build_view(conn: Conn, model: Model, models: set[str]) -> tuple[Built, list[str]]:
     dropped: list[str] = []
-    if relkind(conn, model) != "v" or _comment(conn, model) != fingerprint(model):
-        if relkind(conn, model) not in (None, "v"):
-            dropped = drop_for_rebuild(conn, model, _KINDS[relkind(conn, model) or "r"], models)
+    kind = relkind(conn, model)
+    if kind != "v" or _comment(conn, model) != fingerprint(model):
+        if kind is not None and kind != "v":  # a table or matview before: it goes
+            dropped = drop_for_rebuild(conn, model, _KINDS[kind], models)
         _short_locks(conn)
         try:
             with conn.transaction():

@@ -245,6 +245,15 @@ class ControlReader:
         return {str(r[0]): r[1] for r in rows}
 
     # -- lists of runs
+    def oldest_watermark(self, tables: list[str]) -> datetime:
+        """The oldest watermark of `tables` (-infinity when one has none yet); now() when there are none:
+        what an incremental model built on them may read up to."""
+        row = self.conn.execute(
+            sql.SQL("SELECT coalesce((SELECT min(coalesce(last_extracted_at, '-infinity')) FROM {} "
+                    "WHERE table_name = ANY(%s)), now())").format(self._t("extract_watermarks")), (tables,)).fetchone()
+        assert row is not None
+        return row[0]  # type: ignore[no-any-return]
+
     def recent_runs(self, table: str | None, limit: int, *, failed_only: bool = False) -> list[RunRecord]:
         """The latest runs (of one table, or all), newest first."""
         where: list[sql.Composable] = [sql.SQL("true")]
