@@ -20,6 +20,11 @@ def iso(value: datetime | None, timespec: str = "auto") -> str | None:
     return value.isoformat(timespec=timespec) if isinstance(value, datetime) else None
 
 
+def from_iso(text: str | None) -> datetime | None:
+    """The inverse of `iso`: a datetime from ISO-8601 text; None (or empty) stays None."""
+    return datetime.fromisoformat(text) if text else None
+
+
 def human_duration(seconds: float | None) -> str:
     """`90` -> "1.5 min", `7200` -> "2.0 h"; None -> "—"."""
     if seconds is None:

@@ -38,7 +38,7 @@ from bronzeline.redact import redact
 from bronzeline.sources.base import Bound, Column, Window
 from bronzeline.store import batch
 from bronzeline.store.batch import BatchWriter, Manifest
-from bronzeline.text import first_line, iso
+from bronzeline.text import first_line, from_iso, iso
 from bronzeline.warehouse import ddl
 from bronzeline.warehouse.control import Control
 from bronzeline.warehouse.loader import Loader, LoadRejected, LoadResult
@@ -181,7 +181,7 @@ class TableRun:
                                  "moved to failed/")
             self.on_event(LoadingPending(table.name, area.display(keys.data)))
             result = self._load(table, area, manifest, keys, advance=True)
-            window = Window(_parse(manifest.window_start), _parse(manifest.window_end))
+            window = Window(from_iso(manifest.window_start), from_iso(manifest.window_end))
             self._loaded(outcome, manifest.run_id, result, area.display(area.moved_key(keys.data, "processed")),
                          window)
 
@@ -200,14 +200,13 @@ class TableRun:
             bound = source.upper_bound(table)
             plan = plan_window(watermark=control.watermark(table.name).last_extracted_at, bound=bound.upper,
                                lookback=table.lookback_interval, requested=requested)
-            outcome.window = plan.window
+        outcome.window = window = plan.window
+        if bound is not None:
             if plan.empty:
                 self.on_event(NoNewWindow(table.name, bound.upper, bound.holder))
                 return
             if bound.holder:
                 self.on_event(BoundHeldBack(table.name, bound.holdback.total_seconds(), bound.holder))
-        window = plan.window
-        outcome.window = window
         run_id = control.start_run(
             table.name, table.mode, window.start, window.end,
             bound.source_clock if bound else None, bound.oldest_xact_start if bound else None,
@@ -343,6 +342,3 @@ class TableRun:
         if run_id is not None:
             self.ctx.control.mark_failed(run_id, self._safe(f"batch refused: {why}"))
 
-
-def _parse(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None

@@ -16,7 +16,7 @@ from bronzeline.config.models import TableConfig
 from bronzeline.errors import BatchError, WarehouseError, WarehouseUnreachable
 from bronzeline.faults import crash_point
 from bronzeline.store.batch import Manifest
-from bronzeline.text import first_line
+from bronzeline.text import first_line, from_iso
 from bronzeline.warehouse.control import Control
 
 Conn = psycopg.Connection[Any]
@@ -76,7 +76,7 @@ class Loader:
                                          result.rows_skipped, result.rows_deleted)
                 if table.mode == "incremental" and advance and manifest.window_end:
                     self.control.advance_watermark(
-                        table.name, _ts(manifest.window_start), datetime.fromisoformat(manifest.window_end),
+                        table.name, from_iso(manifest.window_start), datetime.fromisoformat(manifest.window_end),
                         result.rows_loaded, manifest.run_id)
         except psycopg.errors.UniqueViolation:
             raise LoadRejected(
@@ -225,6 +225,3 @@ class Loader:
                 loaded = int(cur.rowcount)
         return LoadResult(rows, loaded, rows - loaded, deleted, direct=False)
 
-
-def _ts(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
