@@ -159,6 +159,18 @@ class PassState:
         with self.lock:
             self.notes.append(note)
 
+    def take_unrecorded(self) -> list[Note]:
+        """The failures not yet in the ledger, taken out so that one worker writes each of them once;
+        `put_back` returns the ones it could not write."""
+        with self.lock:
+            taken = [n for n in self.notes if not n.recorded]
+            self.notes = []
+            return taken
+
+    def put_back(self, notes: list[Note]) -> None:
+        with self.lock:
+            self.notes.extend(n for n in notes if not n.recorded)
+
     def unrecorded(self, table: str | None = None) -> list[Note]:
         with self.lock:
             return [n for n in self.notes if not n.recorded and (table is None or n.table == table)]
@@ -299,7 +311,7 @@ class Attempts:
     # ------------------------------------------------------------------ the run ledger
     def flush(self) -> None:
         """Write the failures not yet in the run ledger; keep them when the warehouse is still away."""
-        pending = self.state.unrecorded()
+        pending = self.state.take_unrecorded()
         if not pending:
             return
         try:
@@ -315,8 +327,7 @@ class Attempts:
         except (BronzelineError, psycopg.Error):
             self.ctx.close()
         finally:
-            with self.state.lock:
-                self.state.notes[:] = [n for n in self.state.notes if not n.recorded]
+            self.state.put_back(pending)
 
     def _keep_failures_visible(self, failed: list[Note], outcome: TableOutcome) -> None:
         """A failed attempt's batch may be loaded by a later attempt, which marks its row loaded: record
