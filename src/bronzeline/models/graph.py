@@ -13,6 +13,7 @@ from pathlib import Path
 from bronzeline.config.models import Config
 from bronzeline.errors import ConfigError
 from bronzeline.models.spec import Model, Project
+from bronzeline.text import first_line
 
 _CACHE_VERSION = "1"  # bump when what `references` returns changes
 
@@ -64,7 +65,7 @@ def _parse_references(model: Model) -> set[str]:
     try:
         statements = [s for s in sqlglot.parse(model.sql, read="postgres") if s is not None]
     except sqlglot.errors.ParseError as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "cannot be parsed"
+        detail = first_line(str(exc)) or "cannot be parsed"
         raise ConfigError(f"{model.path.name} ({model.relation}): the SQL cannot be parsed: {detail}; fix it (a "
                           "model is one PostgreSQL SELECT)") from None
     if len(statements) != 1:

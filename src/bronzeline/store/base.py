@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol
 
 from bronzeline.errors import StoreError
+from bronzeline.text import first_line
 
 CHUNK = 8 << 20
 TEMP_SUFFIX = ".part"
@@ -59,8 +60,8 @@ def is_temp(name: str) -> bool:
 
 def store_failure(what: str, url: str, exc: BaseException) -> StoreError:
     """A StoreError for a failed operation, with the client library's exception as its cause
-    (retry.classify reads the cause: the message's wording decides nothing)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    (pipeline.attempts.classify reads the cause: the message's wording decides nothing)."""
+    text = first_line(str(exc))
     detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     error = StoreError(f"object store: {what} {url} failed ({detail[:300]}); check that the store is reachable "
                        "and the bucket and credentials are right")

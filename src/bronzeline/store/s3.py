@@ -3,7 +3,7 @@
 An object exists only once its upload (one PUT, or a multipart upload's completion) succeeds; a
 failed or interrupted write aborts the upload instead of completing it. A move is a copy in the
 store, verified (size, then ETag or sha256), then the delete of the original. Failures of the store
-raise StoreError with the client library's exception as the cause (retry.classify reads it).
+raise StoreError with the client library's exception as the cause (pipeline.attempts.classify reads it).
 """
 
 from __future__ import annotations
