@@ -4,6 +4,7 @@ user's own text."""
 
 from __future__ import annotations
 
+import contextlib
 import graphlib
 import hashlib
 import json
@@ -34,13 +35,14 @@ def _read_cache() -> dict[str, list[str]]:
 def _write_cache(cache: dict[str, list[str]]) -> None:
     """Best effort, atomically: a build that cannot write its cache only parses again next time."""
     path = _cache_file()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         tmp.write_text(json.dumps(cache), encoding="utf-8")
         os.replace(tmp, path)
     except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # no half-written file left behind
 
 
 def references(model: Model, cache: dict[str, list[str]] | None = None) -> set[str]:
