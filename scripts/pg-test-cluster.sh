@@ -44,6 +44,9 @@ synchronous_commit = off
 full_page_writes = off
 shared_buffers = 256MB
 max_wal_size = 4GB
+wal_level = logical
+max_replication_slots = 40
+max_wal_senders = 40
 log_min_messages = warning
 CONF
     as_postgres "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >&2

@@ -97,7 +97,7 @@ class TableConfig(Strict):
     source: str = "source"
     from_: str | None = Field(default=None, alias="from")
     query: str | None = None
-    mode: Literal["incremental", "snapshot"] = "incremental"
+    mode: Literal["incremental", "snapshot", "cdc"] = "incremental"
     watermark: str | None = None
     key: list[str] = Field(default_factory=list)
     geometry: list[str] = Field(default_factory=list)
@@ -107,6 +107,9 @@ class TableConfig(Strict):
     schema_evolution: Literal["none", "add_columns"] = "none"
     cron: str | None = None
     timeout: str | None = Field(default=None, description="whole-run timeout for the table, e.g. '2h' (all attempts)")
+    history: bool = Field(default=False, description="cdc: also append every change to bronze.<name>__changes")
+    chunks: int | None = Field(default=None, ge=1, le=4096, description="split the first load into N key ranges")
+    chunk_rows: int | None = Field(default=None, ge=1, description="split the first load into ranges of ~N rows")
 
     @field_validator("name")
     @classmethod
@@ -136,8 +139,22 @@ class TableConfig(Strict):
                 raise ValueError("incremental tables need `watermark:` (an insertion-time column)")
             if not self.key:
                 raise ValueError("incremental tables need `key:` (the natural unique key)")
+        elif self.mode == "cdc":
+            if self.query is not None:
+                raise ValueError("cdc tables read a table's changes: give `from: schema.table`, not `query:`")
+            if self.watermark or self.lookback:
+                raise ValueError("cdc tables take no `watermark:` or `lookback:` (the slot's position is theirs)")
+            if not self.key:
+                raise ValueError("cdc tables need `key:` (the source's primary key or replica identity columns)")
         elif self.watermark or self.lookback:
             raise ValueError("snapshot tables take no `watermark:` or `lookback:`")
+        if self.history and self.mode != "cdc":
+            raise ValueError("`history: true` is for cdc tables only")
+        if self.chunks is not None and self.chunk_rows is not None:
+            raise ValueError("give `chunks:` or `chunk_rows:`, not both")
+        if (self.chunks is not None or self.chunk_rows is not None) and self.mode != "incremental":
+            raise ValueError("`chunks:`/`chunk_rows:` split an incremental table's first load; this table is "
+                             f"{self.mode}")
         return self
 
     @property
@@ -183,6 +200,62 @@ class ScheduleConfig(Strict):
         return check_cron(value)
 
 
+class CdcConfig(Strict):
+    """Change data capture (`mode: cdc` tables): how the slot is read."""
+
+    poll_interval: str = Field(default="1s", description="`stream`: wait between pages when the slot is idle")
+    page_changes: int = Field(default=100_000, ge=1, description="at most this many changes per page")
+    heartbeat: str = Field(default="1 minute", description="an idle source still advances the slot this often")
+    max_retained_wal: str = Field(default="1GB", description="`verify` fails when the slot retains more WAL")
+    slot: str | None = Field(default=None, description="slot name (default bronzeline_<project>)")
+    publication: str | None = Field(default=None, description="publication name (default bronzeline_<project>)")
+
+    @field_validator("poll_interval", "heartbeat")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        parse_interval(value)
+        return value
+
+    @field_validator("max_retained_wal")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+    @field_validator("slot", "publication")
+    @classmethod
+    def _slot_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[a-z0-9_]{1,63}$", value):
+            raise ValueError("must be lower-case letters, digits and underscores (PostgreSQL's rule for slots)")
+        return value
+
+    @property
+    def poll_seconds(self) -> float:
+        return parse_interval(self.poll_interval).total_seconds()
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        return parse_interval(self.heartbeat).total_seconds()
+
+    @property
+    def max_retained_wal_bytes(self) -> int:
+        return parse_size(self.max_retained_wal)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|GB|TB)?\s*$")
+_SIZE_UNITS = {"B": 1, "kB": 1 << 10, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+
+
+def parse_size(value: str | int) -> int:
+    """'1GB', '512 MB', '4096' (bytes)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size; write e.g. '1GB' or '512MB'")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"])
+
+
 class ModelsConfig(Strict):
     """Silver/gold models built in the warehouse from plain SQL files (`bronzeline build`)."""
 
@@ -201,6 +274,7 @@ class Config(Strict):
     schedule: ScheduleConfig = ScheduleConfig()
     retries: RetriesConfig = RetriesConfig()
     models: ModelsConfig | None = None
+    cdc: CdcConfig = CdcConfig()
     # Where the config file lives: relative paths are relative to it. Not a config key.
     base_dir: Path = Field(default=Path("."), exclude=True)
 
@@ -242,6 +316,14 @@ class Config(Strict):
                 raise ValueError(f"table {table.name!r}: source {table.source!r} is not under connections")
             table.source_relation  # noqa: B018 - validates the from: shape
         return self
+
+    def slot_name(self) -> str:
+        """The CDC slot bronzeline owns: `cdc.slot`, else bronzeline_<project> in PostgreSQL's alphabet."""
+        return self.cdc.slot or "bronzeline_" + re.sub(r"[^a-z0-9_]", "_", self.project.lower())[:52]
+
+    def publication_name(self) -> str:
+        """The publication the DBA creates for the cdc tables: `cdc.publication`, else like the slot."""
+        return self.cdc.publication or "bronzeline_" + re.sub(r"[^a-z0-9_]", "_", self.project.lower())[:52]
 
     @property
     def tz(self) -> ZoneInfo:
