@@ -240,16 +240,20 @@ def status(state: State, as_json: bool) -> None:
     last built, status, rows, failed checks."""
     from bronzeline.context import Context
     from bronzeline.observe.model_facts import models_view
+    from bronzeline.observe.slots import slot_line, slots_json
     from bronzeline.observe.status import table_status
 
     with Context(state.config) as ctx:
         rows = table_status(ctx)
         view = models_view(ctx)
+        slots = slots_json(ctx)
     if as_json:
         click.echo(json.dumps({"project": state.config.project, "tables": [r.as_json() for r in rows],
-                               "models": [m.as_json() for m in view.models]}, indent=2))
+                               "models": [m.as_json() for m in view.models], "slots": slots}, indent=2))
         return
     _status_table(state.config.project, rows, view.models)
+    for slot in slots:
+        out.print(slot_line(slot), markup=False)
     if view.error:
         err.print(f"models: {view.error}", markup=False)
 

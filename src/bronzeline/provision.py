@@ -16,7 +16,7 @@ from psycopg import sql
 from bronzeline.config.models import TableConfig
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError, MigrationError
-from bronzeline.sources.base import Column, key_text
+from bronzeline.sources.base import CdcFindings, Column, key_text
 from bronzeline.warehouse import ddl, migrations, schema_diff
 
 
@@ -58,6 +58,9 @@ def migrate(ctx: Context) -> MigrateReport:
     problems += [f"role {r!r} (warehouse.roles) does not exist; a DBA must create it"
                  for r in ddl.missing_roles(wh, config)]
     postgis = bool((wh.execute("SELECT to_regtype('geometry') IS NOT NULL").fetchone() or [False])[0])
+    cdc = check_cdc(ctx)
+    problems += cdc.problems
+    report.warnings += cdc.warnings
     for table in config.tables:
         try:
             plan = plan_table(ctx, table, postgis)
@@ -65,7 +68,7 @@ def migrate(ctx: Context) -> MigrateReport:
             problems.append(str(exc))
             continue
         report.warnings += plan.warnings
-        if plan.problems:
+        if plan.problems or table.name in cdc.rejected:
             problems += plan.problems
             continue
         try:
@@ -84,6 +87,27 @@ def migrate(ctx: Context) -> MigrateReport:
         warned = "".join(f"\nwarning: {w}" for w in report.warnings)
         raise MigrationError(f"migrate found {len(problems)} problem(s):\n  - " + "\n  - ".join(problems) + warned)
     return report
+
+
+def check_cdc(ctx: Context) -> CdcFindings:
+    """The `mode: cdc` checks, once per source that has cdc tables (none: no source is asked)."""
+    config = ctx.config
+    found = CdcFindings()
+    by_source: dict[str, list[TableConfig]] = {}
+    for table in config.tables:
+        if table.mode == "cdc":
+            by_source.setdefault(table.source, []).append(table)
+    for name, tables in by_source.items():
+        try:
+            part = ctx.source(name).cdc_readiness(tables, config.publication_name(), config.slot_name())
+        except BronzelineError as exc:
+            found.problems.append(str(exc))
+            found.rejected.update(t.name for t in tables)
+            continue
+        found.problems += part.problems
+        found.warnings += part.warnings
+        found.rejected |= part.rejected
+    return found
 
 
 def plan_table(ctx: Context, table: TableConfig, postgis: bool) -> TablePlan:

@@ -58,11 +58,11 @@ def test_every_gate_passes_after_the_core_scenario(scenario: Pipeline) -> None:
     code, report = verify(scenario)
     assert code == 0 and report["ok"], gates(report, "fail")
     assert gates(report, "fail") == set() and gates(report, "warn") == set()
-    assert gates(report, "skip") == {("roles", "warehouse.roles")}  # no roles configured
+    assert gates(report, "skip") == {("roles", "warehouse.roles"), ("cdc_slot", "cdc")}  # no roles, no cdc tables
     expected = {"connection", "store_writable", "migrations", "bronze_key", "columns", "watermark_seeded",
                 "source_visibility", "watermark_index", "null_watermarks", "loaded_run", "parity", "geometry",
                 "exports_empty", "accounting", "freshness", "failures_24h", "growth"}
-    assert {g["gate"] for g in report["gates"]} == expected | {"roles"}
+    assert {g["gate"] for g in report["gates"]} == expected | {"roles", "cdc_slot"}
     parity = gate(report, "parity", "position_history")["numbers"]
     assert parity["source_rows"] == parity["bronze_rows"] == 800
     assert gate(report, "parity", "devices")["numbers"]["bronze_rows"] == 80

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -12,17 +13,20 @@ from prometheus_client.registry import Collector
 from bronzeline import __version__
 from bronzeline.observe.facts import RUN_STATUSES
 from bronzeline.observe.model_facts import CHECK_STATUSES, MODEL_STATUSES, ModelsView
+from bronzeline.observe.slots import WAL_STATUSES as SLOT_WAL_STATUSES
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Facts = Callable[[], list[dict[str, Any]]]  # table_facts for one scrape; raises when the warehouse is down
 Models = Callable[[], ModelsView]  # models_view for one scrape
+Slots = Callable[[], list[dict[str, Any]]]  # slots_json for one scrape (contacts the cdc sources)
 
 
 class LedgerCollector(Collector):
-    def __init__(self, project: str, facts: Facts, models: Models | None = None) -> None:
+    def __init__(self, project: str, facts: Facts, models: Models | None = None, slots: Slots | None = None) -> None:
         self.project = project
         self.facts = facts
         self.models = models
+        self.slots = slots
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("bronzeline_info", "bronzeline's version and project", labels=["project", "version"])
@@ -31,12 +35,14 @@ class LedgerCollector(Collector):
         try:
             rows = self.facts()
             view = self.models() if self.models is not None else ModelsView()
+            slots = self.slots() if self.slots is not None else []
             up = 1.0
         except Exception:  # the warehouse is down: say so, and export nothing stale
-            rows, view, up = [], ModelsView(), 0.0
+            rows, view, slots, up = [], ModelsView(), [], 0.0
         yield GaugeMetricFamily("bronzeline_up", "1 when the warehouse answered this scrape", value=up)
         yield from table_metrics(rows)
         yield from model_metrics(view)
+        yield from slot_metrics(slots)
 
 
 def _gauge(name: str, doc: str, rows: list[dict[str, Any]], key: str) -> GaugeMetricFamily:
@@ -110,9 +116,61 @@ def model_metrics(view: ModelsView) -> Iterator[Metric]:
     yield verdict
 
 
-def render(project: str, facts: Facts, models: Models | None = None) -> bytes:
+_SLOT_LABELS = ["slot", "source"]
+_SLOT_GAUGES = (
+    ("bronzeline_cdc_slot_retained_wal_bytes", "WAL the source keeps for the slot (current position - restart_lsn)",
+     "retained_wal_bytes"),
+    ("bronzeline_cdc_slot_confirmed_lag_bytes", "WAL not yet applied and confirmed (current position - "
+     "confirmed_flush_lsn)", "confirmed_lag_bytes"),
+    ("bronzeline_cdc_slot_max_retained_wal_bytes", "cdc.max_retained_wal: verify fails above it",
+     "max_retained_wal_bytes"),
+    ("bronzeline_cdc_lag_seconds", "now - source commit time of the last applied change", "lag_seconds"),
+)
+
+
+def slot_metrics(slots: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Per cdc slot (and its source): health at the source and what the warehouse applied."""
+    up = GaugeMetricFamily("bronzeline_cdc_source_up", "1 when the slot's source answered this scrape",
+                           labels=_SLOT_LABELS)
+    exists = GaugeMetricFamily("bronzeline_cdc_slot_exists", "1 when the slot exists at the source",
+                               labels=_SLOT_LABELS)
+    active = GaugeMetricFamily("bronzeline_cdc_slot_active", "1 while a consumer reads the slot", labels=_SLOT_LABELS)
+    lost = GaugeMetricFamily("bronzeline_cdc_slot_lost", "1 when the slot is missing or invalidated (wal_status "
+                             "lost): run `bronzeline resync`", labels=_SLOT_LABELS)
+    wal = GaugeMetricFamily("bronzeline_cdc_slot_wal_status", "1 for the slot's wal_status (missing: no slot)",
+                            labels=[*_SLOT_LABELS, "wal_status"])
+    answered = [s for s in slots if s["exists"] is not None]
+    for s in slots:
+        up.add_metric([s["slot"], s["source"]], float(s["exists"] is not None))
+    for s in answered:
+        labels = [s["slot"], s["source"]]
+        exists.add_metric(labels, float(s["exists"]))
+        active.add_metric(labels, float(bool(s["active"])))
+        lost.add_metric(labels, float(not s["exists"] or s["wal_status"] == "lost"))
+        current = s["wal_status"] if s["exists"] else "missing"
+        for name in (*SLOT_WAL_STATUSES, "missing"):
+            wal.add_metric([*labels, name], float(current == name))
+    yield from (up, exists, active, lost, wal)
+    for name, doc, key in _SLOT_GAUGES:
+        family = GaugeMetricFamily(name, doc, labels=_SLOT_LABELS)
+        for s in slots:
+            if s.get(key) is not None:
+                family.add_metric([s["slot"], s["source"]], float(s[key]))
+        yield family
+    for name, doc, key in (("bronzeline_cdc_last_heartbeat_timestamp_seconds", "the slot's last heartbeat",
+                            "last_heartbeat_at"),
+                           ("bronzeline_cdc_last_applied_timestamp_seconds", "when the warehouse last applied "
+                            "changes from the slot", "last_applied_at")):
+        family = GaugeMetricFamily(name, doc, labels=_SLOT_LABELS)
+        for s in slots:
+            if s.get(key):
+                family.add_metric([s["slot"], s["source"]], datetime.fromisoformat(s[key]).timestamp())
+        yield family
+
+
+def render(project: str, facts: Facts, models: Models | None = None, slots: Slots | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LedgerCollector(project, lambda: [_with_limit(r) for r in facts()], models))
+    registry.register(LedgerCollector(project, lambda: [_with_limit(r) for r in facts()], models, slots))
     return generate_latest(registry)
 
 

@@ -12,9 +12,10 @@ from typing import Any
 from bronzeline import __version__
 from bronzeline.config.models import Config
 from bronzeline.context import Context
-from bronzeline.observe import facts, model_page
+from bronzeline.observe import facts, model_page, slot_page
 from bronzeline.observe.cadence import DEFAULT_ORIGIN
 from bronzeline.observe.model_facts import models_view
+from bronzeline.observe.slots import slots_json
 from bronzeline.text import human_duration
 
 PALETTE = ("#2563eb", "#059669", "#d97706", "#db2777", "#7c3aed", "#0891b2", "#dc2626", "#65a30d", "#475569")
@@ -25,7 +26,7 @@ def gather(ctx: Context, history: int) -> dict[str, Any]:
     session = ctx.control.session()
     return {"tables": facts.table_facts(ctx), "runs": facts.run_history(ctx, history),
             "failures": facts.recent_failures(ctx), "now": session.now, "user": session.user,
-            "models": models_view(ctx)}
+            "models": models_view(ctx), "slots": slots_json(ctx)}
 
 
 def freshness(row: dict[str, Any]) -> tuple[str, str, float]:
@@ -135,10 +136,16 @@ def render(config: Config, data: dict[str, Any]) -> str:
     trouble = model_page.summary(models) if models is not None else None
     if trouble:
         level, summary = "bad", f"{summary} · {trouble}"
+    slots = data.get("slots") or []
+    slot_trouble = slot_page.summary(slots)
+    if slot_trouble:
+        level = "bad" if "bad" in (level, slot_trouble[0]) else "warn"
+        summary = f"{summary} · {slot_trouble[1]}"
     return PAGE.format(
         title=escape(f"bronzeline — {config.project}"), project=escape(config.project), level=level,
         summary=escape(summary), updated=escape(now.astimezone(config.tz).strftime("%Y-%m-%d %H:%M:%S %Z")),
-        rows=_table_rows(config, tables), models=model_page.section(config, models) if models is not None else "",
+        rows=_table_rows(config, tables), slots=slot_page.section(slots, config.tz),
+        models=model_page.section(config, models) if models is not None else "",
         failures=_failures(config, data["failures"]),
         data=_chart_data(config, data), user=escape(str(data["user"])), version=__version__,
         refresh=REFRESH_SECONDS, runs=sum(r["status"] == "loaded" for r in data["runs"]))
@@ -167,6 +174,7 @@ PAGE = HEAD + """
   <tbody>{rows}</tbody></table>
   <p class="legend"><span class="pill fresh">fresh</span> within the cadence · <span class="pill due">due</span>
     within 2 × cadence · <span class="pill stale">stale</span> older (verify fails)</p></section>
+{slots}
 {models}
 <div class="charts">
   <section class="card"><h2>Rows loaded per run</h2><div id="chart-rows" class="chart"></div></section>

@@ -2,8 +2,8 @@
 
 Three stages: `pre-deploy` (migrations, connections, store, keys, roles, the source login, indexes),
 `first-run` (loaded runs, row-count parity, geometry round-trip, no files left, accounting) and
-`steady` (freshness against the cadence, no failures in 24 h, bronze keeping up with the source, and the
-latest results of the models' error-severity checks).
+`steady` (freshness against the cadence, no failures in 24 h, bronze keeping up with the source, the cdc
+slot's health, and the latest results of the models' error-severity checks).
 `warn` and `skip` never fail; any `fail` does. verify writes nothing to the warehouse; it writes and
 deletes one probe file in the object store.
 """
@@ -24,10 +24,12 @@ from psycopg import sql
 from bronzeline.config.models import TableConfig
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError
+from bronzeline.observe import verify_cdc
 from bronzeline.observe import verify_data as data
 from bronzeline.observe.cadence import Cadence, table_cadence
 from bronzeline.observe.model_facts import load_graph
 from bronzeline.observe.probe import TableProbe
+from bronzeline.observe.slots import cdc_sources, slot_statuses
 from bronzeline.observe.verify_data import Result, Status
 from bronzeline.redact import redact
 from bronzeline.sources.base import ServerInfo
@@ -112,6 +114,12 @@ class Verifier:
             self.add("pre-deploy", "roles", "warehouse.roles", self._roles)
             for table in self.config.tables:
                 self._pre_deploy(table)
+            for source, names in cdc_sources(self.config).items():
+                if source in self.down:
+                    self.skip("pre-deploy", "cdc_source", source, f"source {source!r} is unreachable")
+                else:
+                    self.add("pre-deploy", "cdc_source", source,
+                             lambda s=source, n=names: verify_cdc.source_ready(self.ctx, s, n))  # type: ignore[misc]
         if "first-run" in self.stages:
             for table in self.config.tables:
                 self._first_run(table)
@@ -119,6 +127,7 @@ class Verifier:
         if "steady" in self.stages:
             for table in self.config.tables:
                 self._steady(table)
+            self._slots()
             if self.config.models is not None:
                 self._models()
         return self.report()
@@ -318,6 +327,26 @@ class Verifier:
             self.skip(st, "growth", name, f"source {table.source!r} is unreachable")
         else:
             self.add(st, "growth", name, lambda: data.growth(self._probe(table), cadence()))
+
+    def _slots(self) -> None:
+        """Per source with cdc tables: its slot's health (`cdc_slot`)."""
+        st = "steady"
+        if not cdc_sources(self.config):
+            self.skip(st, "cdc_slot", "cdc", "no cdc tables")
+            return
+        try:
+            slots = slot_statuses(self.ctx)
+        except (BronzelineError, psycopg.Error) as exc:
+            self.gates.append(Gate(st, "cdc_slot", self.config.slot_name(), "fail",
+                                   redact(f"could not check: {first_line(exc)}", self.secrets)))
+            return
+        for slot in slots:
+            subject = f"{slot.slot} ({slot.source})"
+            if slot.source in self.down:
+                self.skip(st, "cdc_slot", subject, f"source {slot.source!r} is unreachable")
+            else:
+                self.add(st, "cdc_slot", subject,
+                         lambda s=slot: verify_cdc.slot_gate(self.config, s, self.cadence))  # type: ignore[misc]
 
     def _models(self) -> None:
         """Per model (and bronze table) with error-severity checks: their latest results."""

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bronzeline.config.models import TableConfig
+from bronzeline.sources.cdc.changes import SlotHealth
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,14 @@ class Findings:
 
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CdcFindings(Findings):
+    """What the cdc checks found at one source; `rejected` names the cdc tables migrate must leave alone
+    (a problem about the whole source rejects all of them)."""
+
+    rejected: set[str] = field(default_factory=set)
 
 
 def key_text(key: list[str], values: tuple[object, ...]) -> str:
@@ -127,6 +136,14 @@ class Source(Protocol):
     def geometry_rows(self, table: TableConfig, keys: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """For the given keys (as text): the key as text, then per geometry column its exact text (hex
         EWKB, or EWKT at 15 decimals per geometry_format), SRID and validity."""
+
+    # -- change data capture (`mode: cdc`)
+    def cdc_readiness(self, tables: list[TableConfig], publication: str, slot: str) -> CdcFindings:
+        """What the cdc tables need at this source: logical WAL, a login that may replicate, the
+        publication holding each table, a replica identity matching `key:`, room for the slot."""
+
+    def slot_health(self, slot: str) -> SlotHealth:
+        """The replication slot as the source sees it now (exists, active, wal_status, retained WAL)."""
 
     # -- lifetime
     def cancel(self) -> None:

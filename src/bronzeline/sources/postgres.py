@@ -14,7 +14,10 @@ from bronzeline.config.models import ConnectionConfig, TableConfig
 from bronzeline.connections import connect
 from bronzeline.errors import SourceError
 from bronzeline.redact import dsn_password, redact
-from bronzeline.sources.base import Bound, Column, Findings, ServerInfo, Visibility, Window, key_text
+from bronzeline.sources.base import Bound, CdcFindings, Column, Findings, ServerInfo, Visibility, Window, key_text
+from bronzeline.sources.cdc.changes import SlotHealth
+from bronzeline.sources.cdc.health import read_slot_health
+from bronzeline.sources.cdc.readiness import cdc_readiness
 from bronzeline.text import first_line
 
 # A transaction's start is stamped a few instructions before pg_stat_activity shows it; hold the
@@ -380,6 +383,21 @@ class PostgresSource:
             join)
         columns = [[row[i] for row in keys] for i in range(len(table.key))]
         return self.conn.execute(query, columns).fetchall()
+
+    # -- change data capture: the checks and the health read live in sources/cdc/
+    def cdc_readiness(self, tables: list[TableConfig], publication: str, slot: str) -> CdcFindings:
+        try:
+            return cdc_readiness(self.conn, self.name, tables, publication, slot)
+        except psycopg.Error as exc:
+            detail = redact(first_line(exc), [self._secret])
+            raise SourceError(f"checking change data capture at source {self.name!r} failed: {detail}") from None
+
+    def slot_health(self, slot: str) -> SlotHealth:
+        try:
+            return read_slot_health(self.conn, slot)
+        except psycopg.Error as exc:
+            detail = redact(first_line(exc), [self._secret])
+            raise SourceError(f"reading the slot {slot} at source {self.name!r} failed: {detail}") from None
 
     def cancel(self) -> None:
         """Cancel the query in flight (from any thread); a connection that is gone has nothing to cancel."""
