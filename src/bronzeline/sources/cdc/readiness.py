@@ -70,7 +70,8 @@ def cdc_readiness(conn: psycopg.Connection[Any], source: str, tables: list[Table
         wide.append(f"{where}: wal_level is {wal_level}, change data capture needs logical; a DBA must run "
                     "ALTER SYSTEM SET wal_level = logical; and restart the server")
     if not (superuser or replication):
-        wide.append(f"{where}: the login {user} may not read a replication slot; a DBA must run "
+        wide.append(f"{where}: the login {user} has neither REPLICATION nor superuser, which reading a "
+                    "replication slot needs; a DBA must run "
                     f"ALTER ROLE {quote.ident(str(user))} REPLICATION;")
     if not slot_exists and used_slots >= max_slots:
         wide.append(f"{where}: no room for the slot {slot}: {used_slots} of max_replication_slots = {max_slots} "
@@ -177,6 +178,7 @@ def _publication(conn: psycopg.Connection[Any], quote: _Quoter, where: str, tabl
                                 "WHERE pubname = %s").format(sql.SQL(partial)), (publication,)).fetchall()
     published = {(str(s), str(t)): (cols, rowfilter) for s, t, cols, rowfilter in rows}
     missing: list[tuple[str, str]] = []
+    missing_names: list[str] = []
     for table in tables:
         rel = relations[table.name]
         if table.name not in exists:
@@ -185,6 +187,7 @@ def _publication(conn: psycopg.Connection[Any], quote: _Quoter, where: str, tabl
             found.rejected.add(table.name)
             if table.name not in keyless:
                 missing.append(rel)
+                missing_names.append(table.name)
             continue
         cols, rowfilter = published[rel]
         every = conn.execute("SELECT array_agg(attname::text) FROM pg_attribute WHERE attrelid = to_regclass(%s) "
@@ -201,6 +204,7 @@ def _publication(conn: psycopg.Connection[Any], quote: _Quoter, where: str, tabl
             found.rejected.add(table.name)
     if missing:
         found.problems.append(
-            f"{where}: the publication {publication} lacks {', '.join(f'{s}.{t}' for s, t in missing)}; a DBA must "
-            f"run ALTER PUBLICATION {pub} ADD TABLE {quote.relations(missing)};")
+            f"{', '.join(missing_names)}: the publication {publication} at source {tables[0].source!r} lacks "
+            f"{', '.join(f'{s}.{t}' for s, t in missing)}; a DBA must run ALTER PUBLICATION {pub} ADD TABLE "
+            f"{quote.relations(missing)};")
     return wide
