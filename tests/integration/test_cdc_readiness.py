@@ -129,7 +129,7 @@ def test_keyless_and_wrongly_keyed_tables_are_refused_with_the_fix(pipeline: Pip
     assert "created bronze.events" in cli(pipeline, "migrate", check=True).stdout
 
 
-def test_a_publication_that_hides_rows_or_changes_is_refused(pipeline: Pipeline) -> None:
+def test_a_narrowed_publication_and_no_free_slot_are_refused(pipeline: Pipeline) -> None:
     with pipeline.src() as conn:
         conn.execute("CREATE TABLE tracksolid.devices (id int PRIMARY KEY, plate text, active bool);"
                      "CREATE PUBLICATION bronzeline_fleet FOR TABLE tracksolid.devices WHERE (active) "
@@ -142,3 +142,20 @@ def test_a_publication_that_hides_rows_or_changes_is_refused(pipeline: Pipeline)
            "'insert, update, delete, truncate');" in proc.stderr
     assert "publishes only rows WHERE active of tracksolid.devices" in proc.stderr
     assert bronze_tables(pipeline) == set()
+
+    # with every replication slot taken, there is no room for bronzeline's (physical slots: instant, no WAL kept)
+    fillers = [f"bl_filler_{uuid.uuid4().hex[:12]}" for _ in range(64)]
+    with pipeline.src() as conn:
+        row = conn.execute("SELECT current_setting('max_replication_slots')::int - count(*) "
+                           "FROM pg_replication_slots").fetchone()
+        assert row is not None and 0 < row[0] <= len(fillers)
+        fillers = fillers[:row[0]]
+        try:
+            for name in fillers:
+                conn.execute("SELECT pg_create_physical_replication_slot(%s)", (name,))
+            proc = cli(pipeline, "migrate")
+            assert "of max_replication_slots = " in proc.stderr and "are in use; a DBA must drop an unused slot " \
+                   "or run ALTER SYSTEM SET max_replication_slots = " in proc.stderr, proc.stderr
+        finally:
+            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                         "WHERE slot_name = ANY(%s)", (fillers,))
