@@ -237,7 +237,7 @@ def run(state: State, tables: tuple[str, ...], workers: int) -> None:
 @guarded
 def status(state: State, as_json: bool) -> None:
     """Per table: last loaded, lag, rows last run, watermark, pending files, failures in 24 h; per model:
-    last built, status, rows, failed checks."""
+    last built, status, rows, failed checks; per cdc slot: its health and lag."""
     from bronzeline.context import Context
     from bronzeline.observe.model_facts import models_view
     from bronzeline.observe.slots import slot_line, slots_json

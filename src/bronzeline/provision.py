@@ -4,6 +4,9 @@ and the assertions. Idempotent; every problem found is reported at once.
 Each table is checked completely first (source columns, key, watermark, bronze's columns and key) and
 changed only when it has no problem; its changes (create, added columns, a new primary key) and its
 watermark row commit together in one transaction, so a rejected table leaves nothing behind.
+`mode: cdc` tables are also checked at their source (sources/cdc/readiness.py: logical WAL, REPLICATION,
+the publication, replica identity against `key:`, room for the slot); their bronze tables are made like
+an incremental table's, without a watermark.
 """
 
 from __future__ import annotations

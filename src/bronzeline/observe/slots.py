@@ -13,7 +13,7 @@ from bronzeline.config.models import Config
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError
 from bronzeline.sources.cdc.changes import SlotHealth, lsn_text
-from bronzeline.text import first_line, iso
+from bronzeline.text import first_line, human_duration, iso
 from bronzeline.warehouse.cdc_read import AppliedSlot, applied_slots
 
 WAL_STATUSES = ("reserved", "extended", "unreserving", "lost")
@@ -120,8 +120,6 @@ def slots_json(ctx: Context) -> list[dict[str, Any]]:
 
 def slot_line(row: dict[str, Any]) -> str:
     """One line of `status` text for a slot row (as_json shape)."""
-    from bronzeline.text import human_duration
-
     head = f"slot {row['slot']} at source {row['source']!r} ({', '.join(row['tables'])})"
     if row["error"]:
         return f"{head}: unknown, {row['error']}"
