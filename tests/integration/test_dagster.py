@@ -199,3 +199,22 @@ def test_a_failing_blocking_check_stops_the_downstream_model(pipeline: Pipeline)
                             "to_regclass('silver.fast') IS NOT NULL").fetchone()
     assert built == [("silver.fast", "failed")]  # gold.per_plate never started: Dagster did not run it
     assert exists == (False, False)  # the failing model was not published either
+
+
+def test_transient_failures_go_back_to_dagster_terminal_ones_do_not(pipeline: Pipeline) -> None:
+    """After bronzeline's own attempts, a source that does not answer asks Dagster for a retry of the
+    step; a source that answers and refuses the login fails the step with no retry."""
+    setup(pipeline, rows=5)
+    pipeline.write_config(TABLES, "retries: {attempts: 1, max_backoff_seconds: 0}\nmodels: {path: models}\n")
+    down = {**pipeline.environ(), "SOURCE_DSN": pipeline.source_dsn.replace("port=54", "port=1")}
+    refused = {**pipeline.environ(), "SOURCE_DSN": pipeline.source_dsn.replace("password=", "password=x")}
+    for env, retried in ((down, True), (refused, False)):
+        defs = build_definitions(pipeline.config_path, env=env)
+        result = materialize(defs, selection=[key("bronze.positions")], raise_on_error=False)
+        assert not result.success
+        retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        assert len(retries) == (1 if retried else 0), env["SOURCE_DSN"]
+    with pipeline.wh() as wh:
+        failed = wh.execute("SELECT count(*) FROM dwh_control.extract_runs WHERE status = 'failed'").fetchone()
+        loaded = wh.execute("SELECT count(*) FROM bronze.positions").fetchone()
+    assert loaded == (0,) and failed is not None and failed[0] >= 1  # every attempt is in the ledger
