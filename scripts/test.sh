@@ -16,7 +16,8 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-# dev includes every extra (demo, serve, s3): the suite covers the demo, the status page and S3.
+# dev includes every extra (demo, serve, s3, dagster): the suite covers the demo, the status page, S3 and
+# the Dagster definitions.
 .venv/bin/python -m pip install -q -e '.[dev]'
 
 # Headless Chromium for the status-page test (tests/integration/test_serve.py), from the distribution.

@@ -669,6 +669,25 @@ def _print_check(check: CheckResult) -> None:
     err.print(f"{label}: {what}: {detail}{sample}", markup=False)
 
 
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@guarded
+def plan(state: State, as_json: bool) -> None:
+    """Every unit of work (table runs and chunks, model builds, checks) with its dependencies, cron, group
+    and the command that runs it, in dependency order. No database needed."""
+    from bronzeline.config import find_config
+    from bronzeline.plan import build_plan, render
+
+    config = state.config
+    path = str(find_config(state.config_path).resolve())  # the file just loaded, valid from any folder
+    result = build_plan(config, path)
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2))
+        return
+    for line in render(result):
+        out.print(line, markup=False, highlight=False)
+
+
 @cli.command("dbt-sources")
 @click.option("-o", "--output", metavar="PATH", help="write the file here (default: print it)")
 @guarded

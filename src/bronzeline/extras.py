@@ -8,7 +8,8 @@ import importlib.util
 from bronzeline.errors import BronzelineError
 
 # extra -> what it is for (in the message)
-EXTRAS = {"demo": "bronzeline demo", "serve": "bronzeline serve", "s3": "an s3:// blob.url"}
+EXTRAS = {"demo": "bronzeline demo", "serve": "bronzeline serve", "s3": "an s3:// blob.url",
+          "dagster": "bronzeline.dagster"}
 
 
 class MissingExtra(BronzelineError):

@@ -39,22 +39,29 @@ def build(config: Config, selected: list[str] | None = None, *, full_refresh: bo
     project = load_project(config)
     graph = dependencies(project, config)
     order = build_order(project, config, graph)
-    chosen = _select(project, selected)
+    chosen, tables = _select(project, selected, config)
     with Context(config) as ctx:
-        return _Build(ctx, project, graph, on_event or ignore).run(order, chosen, full_refresh, checks_only)
+        return _Build(ctx, project, graph, on_event or ignore).run(order, chosen, full_refresh, checks_only, tables)
 
 
-def _select(project: Project, selected: list[str] | None) -> set[str]:
+def _select(project: Project, selected: list[str] | None, config: Config) -> tuple[set[str], set[str]]:
+    """(models, bronze tables) named: a model as schema.name or name; a bronze table as schema.name, which
+    selects only its own checks (`bronzeline test bronze.positions`: one orchestrator task per table)."""
     if not selected:
-        return set(project.models)
-    chosen = set()
+        return set(project.models), set(project.sources)
+    bronze = {f"{config.warehouse.bronze_schema}.{t.name}" for t in config.tables} | set(project.sources)
+    chosen, tables = set(), set()
     for name in selected:
         matches = [m for m in project.models if m == name or m.split(".", 1)[1] == name]
+        if not matches and name in bronze:
+            tables.add(name)
+            continue
         if not matches:
             known = ", ".join(sorted(project.models)) or "none"
-            raise ConfigError(f"no model named {name!r}; the models are: {known}")
+            raise ConfigError(f"no model named {name!r}; the models are: {known} (a bronze table is named as "
+                              f"{config.warehouse.bronze_schema}.<table>)")
         chosen.update(matches)
-    return chosen
+    return chosen, tables
 
 
 class _Build:
@@ -70,14 +77,14 @@ class _Build:
     def _safe(self, text: str) -> str:
         return redact(text, self.config.secrets())
 
-    def run(self, order: list[str], chosen: set[str], full_refresh: bool, checks_only: bool) -> BuildReport:
+    def run(self, order: list[str], chosen: set[str], full_refresh: bool, checks_only: bool,
+            tables: set[str]) -> BuildReport:
         self.ctx.require_migrated()
         report = BuildReport()
         failed: dict[str, str] = {}  # relation -> why its dependents are blocked
-        wanted_sources = {r for m in chosen for r in upstream(self.graph, m)} | set(chosen)
-        everything = chosen == set(self.project.models)
+        wanted_sources = {r for m in chosen for r in upstream(self.graph, m)} | set(chosen) | tables
         for relation, source in self.project.sources.items():
-            if everything or relation in wanted_sources:
+            if relation in wanted_sources:
                 results = self._checks(list(source.checks))
                 report.sources += results
                 if any(r.blocks for r in results):
