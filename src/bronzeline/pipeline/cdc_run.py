@@ -13,20 +13,22 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ContextManager, Protocol
+from typing import Any, Protocol
 
 from bronzeline.batches.area import Area, BatchKeys
 from bronzeline.config.models import Config, TableConfig
 from bronzeline.context import Context
-from bronzeline.errors import BatchError, BronzelineError, SourceError, Terminal, WarehouseError
+from bronzeline.errors import BatchError, SourceError, Terminal, WarehouseError
 from bronzeline.events import Event, EventSink, ignore
 from bronzeline.faults import crash_point
 from bronzeline.pipeline.table_run import TableOutcome, TableRun
 from bronzeline.sources.base import Column, Extract, Window
 from bronzeline.sources.cdc.changes import Change, Page, Relation, SlotHealth, lsn_text
+from bronzeline.sources.postgres import PostgresSource
 from bronzeline.store import batch
 from bronzeline.store.batch import BatchWriter, Manifest
 from bronzeline.store.change_batch import META_COLUMNS, OLD_PREFIX, TablePlan, csv_chunks, plan_table
@@ -39,19 +41,20 @@ _META_TYPES = ("text", "pg_lsn", "integer", "timestamp with time zone", "text", 
 
 
 class SnapshotReader(Protocol):
-    """A snapshot consistent with a slot: every change committed at or below `consistent_lsn` is in it."""
+    """A snapshot consistent with a slot: every change committed at or below `through_lsn` is in it."""
 
-    consistent_lsn: int
+    @property
+    def through_lsn(self) -> int: ...
 
-    def extract(self, table: TableConfig, columns: list[Column]) -> Extract: ...
+    def extract(self, source: PostgresSource, table: TableConfig, columns: list[Column]) -> Extract: ...
 
 
 class ChangeReader(Protocol):
     """What the warehouse side uses of sources.cdc.slot.ChangeSource."""
 
     def slot_exists(self) -> bool: ...
-    def create_slot(self) -> ContextManager[SnapshotReader]: ...
-    def snapshot_alone(self) -> ContextManager[SnapshotReader]: ...
+    def create_slot(self) -> AbstractContextManager[SnapshotReader]: ...
+    def snapshot_alone(self) -> AbstractContextManager[SnapshotReader]: ...
     def read_page(self, max_changes: int, after_lsn: int | None = None) -> Page: ...
     def advance(self, lsn: int) -> None: ...
     def heartbeat(self) -> None: ...
@@ -60,7 +63,7 @@ class ChangeReader(Protocol):
     def close(self) -> None: ...
 
 
-class TableStopped(BronzelineError, Terminal):
+class TableStopped(Terminal):
     """A cdc table's source changed in a way bronze cannot follow on its own; the message says what to run."""
 
 
@@ -95,7 +98,9 @@ def slot_lock_key(slot: str) -> str:
 def open_changes(config: Config, source: str) -> ChangeReader:
     from bronzeline.sources.cdc.slot import ChangeSource
 
-    return ChangeSource(source, config.connections[source], config.slot_name(), config.publication_name())
+    keys = {t.source_relation: tuple(t.key) for t in config.tables
+            if t.mode == "cdc" and t.source == source and t.source_relation is not None}
+    return ChangeSource(source, config.connections[source], config.slot_name(), config.publication_name(), keys=keys)
 
 
 class SlotApplier:
@@ -314,7 +319,7 @@ class SlotApplier:
 
     # ------------------------------------------------------------------ snapshots
     def snapshot(self, snap: SnapshotReader, tables: Sequence[TableConfig], *, alone: bool,
-                 note: Callable[[TableConfig], str | None] = lambda _t: None) -> None:
+                 note: str | None = None, gap_from: int | None = None) -> None:
         """Load each table's snapshot as an ordinary batch (rows gone from the source are deleted from
         bronze); in its load transaction the table joins the slot at the snapshot's LSN."""
         self.cdc.ensure_slot(self.slot, self.source)
@@ -327,20 +332,21 @@ class SlotApplier:
             run_id = control.start_run(table.name, "cdc", None, None, None, None, None)
             outcome = self.outcomes[table.name]
             outcome.current_run = run_id
-            text = note(table)
 
-            def joined(manifest: Manifest, table: TableConfig = table, text: str | None = text) -> None:
+            def joined(manifest: Manifest, table: TableConfig = table) -> None:
                 cdc = CdcControl(self.ctx.load_conn, schema)
-                cdc.join(table.name, self.slot, snap.consistent_lsn, manifest.run_id)
-                cdc.note_run(manifest.run_id, None, snap.consistent_lsn, text)
+                cdc.join(table.name, self.slot, snap.through_lsn, manifest.run_id)
+                cdc.note_run(manifest.run_id, gap_from, snap.through_lsn, note)
                 cdc.touch_watermark(table.name, None, manifest.rows, manifest.run_id)
 
+            source = self.ctx.source(table.source)
+            assert isinstance(source, PostgresSource)  # cdc tables are on PostgreSQL sources (config)
             run._extract_and_load_batch(
                 table, Area(self.ctx.store, table.name), columns, Window(None, None), None, run_id, False, outcome,
-                stream=snap.extract(table, columns), extra={"kind": "snapshot", "start_lsn": snap.consistent_lsn},
+                stream=snap.extract(source, table, columns), extra={"kind": "snapshot", "start_lsn": snap.through_lsn},
                 in_load=joined)
             outcome.current_run = None
-            self.on_event(SnapshotJoined(table.name, lsn_text(snap.consistent_lsn), alone))
+            self.on_event(SnapshotJoined(table.name, lsn_text(snap.through_lsn), alone))
 
     def join_new(self, reader: ChangeReader) -> None:
         """Snapshot the tables that have none: with the slot's creation when there is no slot yet, else alone."""

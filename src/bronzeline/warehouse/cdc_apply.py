@@ -55,9 +55,10 @@ def history_name(table: str) -> str:
 
 def history_table_sql(schema: str, table: str, columns: list[tuple[str, str]]) -> sql.Composed:
     """bronze.<name>__changes: every applied change, append-only, in commit order."""
-    defs = [sql.SQL("op text NOT NULL"), sql.SQL("commit_lsn pg_lsn NOT NULL"), sql.SQL("seq integer NOT NULL"),
-            sql.SQL("commit_time timestamptz NOT NULL"), sql.SQL("unchanged text[] NOT NULL DEFAULT '{}'"),
-            sql.SQL("old_key jsonb")]
+    defs: list[sql.Composable] = [
+        sql.SQL("op text NOT NULL"), sql.SQL("commit_lsn pg_lsn NOT NULL"), sql.SQL("seq integer NOT NULL"),
+        sql.SQL("commit_time timestamptz NOT NULL"), sql.SQL("unchanged text[] NOT NULL DEFAULT '{}'"),
+        sql.SQL("old_key jsonb")]
     defs += [sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(kind)) for name, kind in columns]
     return sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
         sql.Identifier(schema, history_name(table)), sql.SQL(", ").join(defs))

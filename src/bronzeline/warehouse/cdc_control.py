@@ -76,8 +76,8 @@ class CdcControl:
     def tables(self, slot: str | None = None) -> dict[str, CdcTable]:
         where = sql.SQL("WHERE slot_name = %s") if slot is not None else sql.SQL("")
         rows = self.conn.execute(
-            sql.SQL("SELECT table_name, slot_name, start_lsn::text, snapshot_at, state, error_message FROM {} {}").format(
-                self._t("cdc_tables"), where), (slot,) if slot is not None else ()).fetchall()
+            sql.SQL("SELECT table_name, slot_name, start_lsn::text, snapshot_at, state, error_message "
+                    "FROM {} {}").format(self._t("cdc_tables"), where), (slot,) if slot is not None else ()).fetchall()
         return {str(r[0]): CdcTable(str(r[0]), str(r[1]), parse_lsn(str(r[2])), r[3], str(r[4]), r[5])
                 for r in rows}
 
