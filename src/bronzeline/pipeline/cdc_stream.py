@@ -183,8 +183,10 @@ def resync(config: Config, names: Sequence[str], *, on_event: EventSink | None =
             assert reader is not None
             cdc = applier.cdc
             state = cdc.slot(applier.slot)
-            applied = state.applied_lsn if state else None
             joined = cdc.tables(applier.slot)
+            # where the stream stood: the last applied commit, else where the tables joined it
+            applied = state.applied_lsn if state and state.applied_lsn else max(
+                (t.start_lsn for t in joined.values()), default=None)
             if not reader.slot_exists():
                 tables = [t for t in applier.tables if t in asked or t.name in joined]
                 if joined:
