@@ -126,7 +126,8 @@ def test_truncate_and_changes_inside_the_snapshot(trips: Pipeline) -> None:
 @pytest.mark.parametrize("point", ["uploaded", "load", "committed", "moving"])
 def test_killed_anywhere_then_nothing_lost_nothing_doubled(trips: Pipeline, point: str) -> None:
     with trips.src() as conn:
-        conn.execute("INSERT INTO tracksolid.trips SELECT 'k' || i, i, 'n', repeat('K', i) FROM generate_series(1, 50) i")
+        conn.execute("INSERT INTO tracksolid.trips SELECT 'k' || i, i, 'n', repeat('K', i) "
+                     "FROM generate_series(1, 50) i")
         conn.execute("UPDATE tracksolid.trips SET note = 'u' WHERE day % 3 = 0")
         conn.execute("DELETE FROM tracksolid.trips WHERE day % 7 = 0")
     killed = trips.cli("run", env={"BRONZELINE_CRASH_AT": point})

@@ -114,7 +114,9 @@ def plan_table(changes: Sequence[Change], columns: list[str], key: list[str], sk
             top[old] = max(top.get(old, 0), level)
             rows.append(planned)
             continue
-        values: dict[str, Value] = dict(change.new or {})
+        values: dict[str, Value] = change.new if change.new is not None else {}
+        if any(v is UNCHANGED for v in values.values()) or len(values) < len(columns):
+            values = dict(values)  # filled below: the change as decoded stays as it was
         new_key = key_of(values)
         old = _old(change, key) if change.op == "U" else None
         moved = old is not None and old != new_key
@@ -134,7 +136,7 @@ def plan_table(changes: Sequence[Change], columns: list[str], key: list[str], sk
             # An update of a row the page deleted keeps its place after the delete (it changes nothing).
             level = _replace_or_next(pending, top, new_key, replaceable=prior is None or prior.apply != "D" or full)
             planned = Planned(change, kind, level, values, new_key if change.op == "U" else None)
-            known[new_key] = dict(values)
+            known[new_key] = values  # never changed later: a later change fills its own copy
             pending[new_key] = planned
             top[new_key] = max(top.get(new_key, 0), level)
         else:
@@ -145,7 +147,7 @@ def plan_table(changes: Sequence[Change], columns: list[str], key: list[str], sk
             level = 1 + max(top.get(old, 0), top.get(new_key, 0))
             planned = Planned(change, "M" if full else "K", level, values, old)
             known.pop(old, None)
-            known[new_key] = dict(values)
+            known[new_key] = values
             pending.pop(old, None)
             pending.pop(new_key, None)  # a moved row is never replaced: later changes come after it
             top[old] = top[new_key] = level
@@ -192,14 +194,20 @@ def csv_chunks(plan: TablePlan) -> Iterator[bytes]:
     buf: list[str] = []
     size = 0
     names = plan.columns
+    no_key = ("",) * len(plan.key)
+    times: dict[object, str] = {}  # one text per commit (a transaction's changes share it)
     for p in plan.rows:
         c = p.change
         values = p.values
-        unchanged = [n for n in names if values.get(n) is UNCHANGED]
-        old = p.old_key if p.old_key is not None else (None,) * len(plan.key)
-        line = ",".join([c.op, lsn_text(c.commit_lsn), str(c.seq), c.commit_time.isoformat(), p.apply,
-                         str(p.level), _array(unchanged), *(_field(values.get(n)) for n in names),
-                         *(_field(v) for v in old)]) + "\n"
+        fields = [('"' + v.replace('"', '""') + '"') if v.__class__ is str else "" for v in map(values.get, names)]
+        unchanged = _array([n for n in names if values.get(n) is UNCHANGED]) if "" in fields else '"{}"'
+        old = no_key if p.old_key is None else [_field(v) for v in p.old_key]
+        stamp = times.get(c.commit_lsn)
+        if stamp is None:
+            times.clear()
+            stamp = times[c.commit_lsn] = f"{lsn_text(c.commit_lsn)},{c.commit_time.isoformat()}"
+        lsn, _, when = stamp.partition(",")
+        line = ",".join([c.op, lsn, str(c.seq), when, p.apply, str(p.level), unchanged, *fields, *old]) + "\n"
         buf.append(line)
         size += len(line)
         if size >= _CHUNK:
