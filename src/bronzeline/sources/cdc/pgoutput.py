@@ -265,6 +265,8 @@ def _tuple(data: bytes, pos: int, names: tuple[str, ...]) -> tuple[dict[str, Val
         else:
             raise ChangeDecodeError(f"column {name!r} has tuple data kind {chr(kind)!r}; binary values were not "
                                     "asked for")
+    if pos > len(data):  # a slice past the end shortens silently: the message was cut
+        raise ChangeDecodeError(f"a tuple ends {pos - len(data)} bytes past the end of its message")
     return row, pos
 
 
