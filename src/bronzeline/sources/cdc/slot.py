@@ -10,6 +10,7 @@ CREATE_REPLICATION_SLOT … EXPORT_SNAPSHOT hands out a snapshot consistent with
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from bronzeline.text import first_line
 
 HEARTBEAT_PREFIX = "bronzeline"
 DEFAULT_STATEMENT_TIMEOUT = "5min"  # a peek decodes from the slot's restart point; never let it hang for ever
+LOCK_GRACE_SECONDS = 2.0  # how long a second consumer tries the slot's lock before SlotBusy
 FETCH_ROWS = 2000  # rows per network round trip of a page's stream: client memory per fetch, not per backlog
 
 _PEEK_SQL = ("SELECT data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, %s, 'proto_version', '1', "
@@ -135,8 +137,8 @@ class ChangeSource:
     def create_slot(self) -> Iterator[SlotSnapshot]:
         """Create the slot and export its snapshot; the snapshot stays valid inside the `with` block. A block
         that raises drops the slot again: a slot whose snapshot was never copied would skip those rows."""
-        self._lock()
         self._require_cdc()
+        self._lock()
         with self._exported(self.slot, temporary=False) as snap:
             try:
                 yield snap
@@ -349,18 +351,27 @@ class ChangeSource:
         return SourceError(f"source {self.name!r}: {doing} failed: {detail}")
 
     def _lock(self) -> None:
+        """The slot's session advisory lock on the source, without queueing behind a holder: tried for
+        LOCK_GRACE_SECONDS only (a process that has just exited releases it when its backend is gone, a moment
+        after its socket closes), then SlotBusy naming the holder's backend."""
         if self._locked:
             return
+        deadline = time.monotonic() + LOCK_GRACE_SECONDS
         try:
-            key = self.conn.execute("SELECT hashtextextended(%s, 0)", (_LOCK_KEY + self.slot,)).fetchone()
-            assert key is not None
-            got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key[0],)).fetchone()
-            holder = None if got and got[0] else self.conn.execute(_HOLDER_SQL, {"key": key[0]}).fetchone()
+            row = self.conn.execute("SELECT hashtextextended(%s, 0)", (_LOCK_KEY + self.slot,)).fetchone()
+            assert row is not None
+            key = int(row[0])
+            while True:
+                got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                if got and got[0]:
+                    self._locked = True
+                    return
+                if time.monotonic() >= deadline:
+                    holder = self.conn.execute(_HOLDER_SQL, {"key": key}).fetchone()
+                    break
+                time.sleep(0.05)
         except psycopg.Error as exc:
             raise self._failure(exc, "locking the slot") from None
-        if got and got[0]:
-            self._locked = True
-            return
         who = f" (source backend pid {holder[0]})" if holder else ""
         raise SlotBusy(f"source {self.name!r}: cdc slot {self.slot!r} is read by another bronzeline process{who}; "
                        "one consumer per slot, so this one stops")
@@ -402,6 +413,9 @@ def _exported_snapshot(source: ChangeSource, slot: str, temporary: bool) -> Iter
         values = {(res.fname(i) or b"").decode(): (res.get_value(0, i) or b"").decode() for i in range(res.nfields)}
         yield SlotSnapshot(slot=slot, consistent_lsn=parse_lsn(values["consistent_point"]),
                            snapshot_name=values["snapshot_name"], temporary=temporary)
+        if temporary:  # dropped now rather than by the server some moment after the connection closes
+            with conn.lock:
+                conn.pgconn.exec_(sql.SQL("DROP_REPLICATION_SLOT {}").format(sql.Identifier(slot)).as_bytes(conn))
     finally:
         source._replication = None
         conn.close()
