@@ -6,6 +6,10 @@ On a local PostgreSQL with wal_level=logical (superuser DSN), in a scratch datab
     slot created through bronzeline's ChangeSource;
   * a backlog of N changes (default 1,000,000: 60 % inserts, 30 % updates, 10 % deletes, in transactions of
     10,000 changes), written before the read starts;
+  * every 100,000 changes a CHECKPOINT, which logs the running-transactions record the background writer
+    logs every 15 s on a server that is writing: a peek always decodes from the slot's restart point, which
+    advance() moves only past such a record, so a backlog written in seconds without one would make every
+    page decode everything before it again (--no-checkpoints shows that worst case);
   * the read: ChangeSource.read_page(page) then advance(end_lsn), until the slot is caught up — peek +
     transfer + pgoutput decoding into Change objects, as `stream` pays it (without the warehouse side);
   * also the server alone: the same backlog peeked with `SELECT count(*)` (decoding on the server, nothing
@@ -43,20 +47,30 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def write_backlog(conn: psycopg.Connection[object], changes: int) -> None:
+def write_backlog(conn: psycopg.Connection[object], changes: int, checkpoints: bool) -> None:
     inserts, updates = int(changes * 0.6), int(changes * 0.3)
     deletes = changes - inserts - updates
+    written = [0]
+
+    def progress() -> None:
+        written[0] += TXN
+        if checkpoints and written[0] % 100_000 == 0:
+            conn.execute("CHECKPOINT")
+
     for lo in range(0, inserts, TXN):
         conn.execute("INSERT INTO positions SELECT g, '35354900' || lpad((g %% 80)::text, 7, '0'), "
                      "'2024-01-01'::timestamptz + g * interval '1 second', -1.28 + g * 1e-6, 36.8 + g * 1e-6, "
                      "(g %% 110)::real, CASE WHEN g %% 7 = 0 THEN 'track_list' ELSE 'poll' END "
                      "FROM generate_series(%s::bigint, %s::bigint) g", (lo, min(lo + TXN, inserts) - 1))
+        progress()
     for lo in range(0, updates, TXN):
         conn.execute("UPDATE positions SET speed = speed + 1, source = 'fixed' WHERE id >= %s AND id < %s",
                      (lo, min(lo + TXN, updates)))
+        progress()
     for lo in range(0, deletes, TXN):
         conn.execute("DELETE FROM positions WHERE id >= %s AND id < %s",
                      (inserts - deletes + lo, inserts - deletes + min(lo + TXN, deletes)))
+        progress()
 
 
 def main() -> None:
@@ -64,6 +78,8 @@ def main() -> None:
     parser.add_argument("--dsn", required=True, help="superuser DSN of a PostgreSQL with wal_level=logical")
     parser.add_argument("--changes", type=int, default=1_000_000)
     parser.add_argument("--page", type=int, default=100_000, help="max changes per page (cdc.page_changes)")
+    parser.add_argument("--no-checkpoints", action="store_true",
+                        help="no running-transactions record in the backlog: every page re-decodes what precedes it")
     args = parser.parse_args()
 
     params = conninfo_to_dict(args.dsn)
@@ -82,7 +98,7 @@ def main() -> None:
             with source.create_slot():
                 pass
             t0 = time.perf_counter()
-            write_backlog(conn, args.changes)
+            write_backlog(conn, args.changes, not args.no_checkpoints)
             conn.execute("SELECT pg_switch_wal()")  # the backlog flushed before the read starts
             print(f"backlog: {args.changes:,} changes written in {time.perf_counter() - t0:.1f} s; "
                   f"retained WAL {source.health().retained_bytes or 0:,} bytes")

@@ -12,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import pq, sql
@@ -200,8 +200,10 @@ class ChangeSource:
         rows = 0
         publication = sql.Identifier(self.publication).as_string(self.conn)
         try:
-            with self.conn.cursor(binary=True) as cur:
-                for (data,) in cur.stream(_PEEK_SQL, (self.slot, upto, max_changes, publication), size=FETCH_ROWS):
+            # closing(): leaving the loop early closes the stream at once, which cancels the server's output
+            with self.conn.cursor(binary=True) as cur, contextlib.closing(cast(Generator[Any, None, None], cur.stream(
+                    _PEEK_SQL, (self.slot, upto, max_changes, publication), size=FETCH_ROWS))) as stream:
+                for (data,) in stream:
                     rows += 1
                     message = decoder.decode(data)
                     if isinstance(message, Change):
@@ -218,7 +220,7 @@ class ChangeSource:
                                 len(page.changes) + len(txn) > max_changes
                                 or _reshaped(page.relations, txn_relations)):
                             page.caught_up = False
-                            break  # leaving the stream cancels the rest of the server's output
+                            break
                         page.end_lsn = message.commit_lsn
                         if not skipping:
                             page.changes.extend(txn)
