@@ -323,11 +323,13 @@ class ChangeSource:
     def _failure(self, exc: psycopg.Error, doing: str) -> BronzelineError:
         """What a failed slot operation means, decided by SQLSTATE and the catalog, never by message text."""
         detail = redact(first_line(exc), [self._secret])
-        if self.conn.closed or exc.sqlstate is None or exc.sqlstate.startswith("08"):
+        state = exc.sqlstate
+        if self.conn.closed or (state or "").startswith("08") or (
+                state is None and isinstance(exc, psycopg.OperationalError)):
             return SourceUnreachable(f"source {self.name!r}: {doing} failed, the connection was lost ({detail}); "
                                      "run again when the source is back")
-        if exc.sqlstate == "57014":  # query_canceled: the statement timeout, or cancel()
-            return SourceUnreachable(
+        if state == "57014":  # query_canceled: the statement timeout, or cancel(); terminal, like any timeout
+            return SourceError(
                 f"source {self.name!r}: {doing} was cancelled or took longer than the statement timeout "
                 f"({self.cfg.statement_timeout or DEFAULT_STATEMENT_TIMEOUT}); lower `cdc.page_changes` or raise "
                 "the connection's statement_timeout")
