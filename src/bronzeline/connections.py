@@ -86,9 +86,9 @@ def connect(
                     "(or set require_tls: false on the connection if the network is trusted)")
     app = f"{APPLICATION_NAME} {purpose}".strip()
     try:
-        extra = {"replication": "database"} if replication else {}
+        dsn = make_conninfo(cfg.dsn, replication="database") if replication else cfg.dsn
         conn = psycopg.connect(
-            cfg.dsn, autocommit=autocommit, connect_timeout=cfg.connect_timeout, application_name=app, **extra
+            dsn, autocommit=autocommit, connect_timeout=cfg.connect_timeout, application_name=app
         )
     except psycopg.Error as exc:
         detail = redact(first_line(exc), [secret])

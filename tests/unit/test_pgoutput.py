@@ -151,8 +151,10 @@ def test_errors_are_typed_and_terminal() -> None:
         dec.decode(b"I" + struct.pack(">I", 0x4042) + b"N" + tuple_data("1", "a"))
     with pytest.raises(ChangeDecodeError, match="unknown pgoutput message"):
         dec.decode(b"S" + bytes(8))  # 'S': a stream start, which protocol 1 never sends
+    with pytest.raises(ChangeDecodeError, match="past the end"):
+        dec.decode(INSERT_PAIR[:-3])  # cut inside a value
     with pytest.raises(ChangeDecodeError, match="cannot decode"):
-        dec.decode(INSERT_PAIR[:-3])  # truncated
+        dec.decode(INSERT_PAIR[:12])  # cut inside a length
     assert issubclass(ChangeDecodeError, SourceError) and issubclass(ChangeDecodeError, Terminal)
 
 

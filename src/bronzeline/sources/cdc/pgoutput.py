@@ -24,6 +24,7 @@ _U64 = struct.Struct(">Q")
 _BEGIN = struct.Struct(">QqI")  # final LSN, commit timestamp, xid
 _COMMIT = struct.Struct(">BQQq")  # flags, commit LSN, end LSN, commit timestamp
 _MESSAGE_HEAD = struct.Struct(">BQ")  # flags, LSN
+_new = object.__new__
 _KEY_FLAG = 1  # Relation column flag: part of the replica identity
 _TRANSACTIONAL = 1  # Message flag
 
@@ -192,7 +193,11 @@ class Decoder:
     def _change(self, op: Op, shape: _Shape, new: dict[str, Value] | None,
                 old_key: dict[str, str | None] | None) -> Change:
         rel = shape.relation
-        change = Change(op, rel.schema, rel.table, self.commit_lsn, self.commit_time, self.seq, new, old_key)
+        # Change is a frozen dataclass; its generated __init__ (a setattr per field) costs as much as decoding a
+        # column. Filling the instance's __dict__ directly gives the same object at a third of the cost.
+        change = _new(Change)
+        change.__dict__.update(op=op, schema=rel.schema, table=rel.table, commit_lsn=self.commit_lsn,
+                               commit_time=self.commit_time, seq=self.seq, new=new, old_key=old_key)
         self.seq += 1
         return change
 
@@ -242,30 +247,31 @@ def _cstring(data: bytes, pos: int) -> tuple[str, int]:
 
 
 def _tuple(data: bytes, pos: int, names: tuple[str, ...]) -> tuple[dict[str, Value], int]:
-    """TupleData: Int16 count, then per column 'n' (null), 'u' (unchanged TOAST) or 't' + Int32 + text."""
-    (count,) = _I16.unpack_from(data, pos)
-    if count != len(names):
-        raise ChangeDecodeError(f"a tuple has {count} columns, its relation {len(names)}")
+    """TupleData: Int16 count, then per column 'n' (null), 'u' (unchanged TOAST) or 't' + Int32 + text.
+    The hot loop of a slot read: lengths are read byte by byte, values gathered in a list (cheaper here)."""
+    if (data[pos] << 8 | data[pos + 1]) != len(names):
+        raise ChangeDecodeError(f"a tuple has {_I16.unpack_from(data, pos)[0]} columns, its relation {len(names)}")
     pos += 2
-    row: dict[str, Value] = {}
-    unpack = _U32.unpack_from
+    values: list[Value] = []
+    append = values.append
     for name in names:
         kind = data[pos]
         if kind == 0x74:  # 't'
-            (length,) = unpack(data, pos + 1)
-            pos += 5
-            row[name] = data[pos:pos + length].decode()
-            pos += length
+            start = pos + 5
+            pos = start + (data[pos + 1] << 24 | data[pos + 2] << 16 | data[pos + 3] << 8 | data[pos + 4])
+            append(data[start:pos].decode())
         elif kind == 0x6E:  # 'n'
-            row[name] = None
+            append(None)
             pos += 1
         elif kind == 0x75:  # 'u'
-            row[name] = UNCHANGED
+            append(UNCHANGED)
             pos += 1
         else:
             raise ChangeDecodeError(f"column {name!r} has tuple data kind {chr(kind)!r}; binary values were not "
                                     "asked for")
-    return row, pos
+    if pos > len(data):  # a slice past the end shortens silently: the message was cut
+        raise ChangeDecodeError(f"a tuple ends {pos - len(data)} bytes past the end of its message")
+    return dict(zip(names, values, strict=False)), pos  # the count was checked above
 
 
 def _key(old: dict[str, Value], key_names: tuple[str, ...]) -> dict[str, str | None]:

@@ -10,10 +10,11 @@ CREATE_REPLICATION_SLOT … EXPORT_SNAPSHOT hands out a snapshot consistent with
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import pq, sql
@@ -37,6 +38,7 @@ from bronzeline.text import first_line
 
 HEARTBEAT_PREFIX = "bronzeline"
 DEFAULT_STATEMENT_TIMEOUT = "5min"  # a peek decodes from the slot's restart point; never let it hang for ever
+LOCK_GRACE_SECONDS = 2.0  # how long a second consumer tries the slot's lock before SlotBusy
 FETCH_ROWS = 2000  # rows per network round trip of a page's stream: client memory per fetch, not per backlog
 
 _PEEK_SQL = ("SELECT data FROM pg_logical_slot_peek_binary_changes(%s, %s::pg_lsn, %s, 'proto_version', '1', "
@@ -135,8 +137,8 @@ class ChangeSource:
     def create_slot(self) -> Iterator[SlotSnapshot]:
         """Create the slot and export its snapshot; the snapshot stays valid inside the `with` block. A block
         that raises drops the slot again: a slot whose snapshot was never copied would skip those rows."""
-        self._lock()
         self._require_cdc()
+        self._lock()
         with self._exported(self.slot, temporary=False) as snap:
             try:
                 yield snap
@@ -198,8 +200,10 @@ class ChangeSource:
         rows = 0
         publication = sql.Identifier(self.publication).as_string(self.conn)
         try:
-            with self.conn.cursor(binary=True) as cur:
-                for (data,) in cur.stream(_PEEK_SQL, (self.slot, upto, max_changes, publication), size=FETCH_ROWS):
+            # closing(): leaving the loop early closes the stream at once, which cancels the server's output
+            with self.conn.cursor(binary=True) as cur, contextlib.closing(cast(Generator[Any, None, None], cur.stream(
+                    _PEEK_SQL, (self.slot, upto, max_changes, publication), size=FETCH_ROWS))) as stream:
+                for (data,) in stream:
                     rows += 1
                     message = decoder.decode(data)
                     if isinstance(message, Change):
@@ -216,7 +220,7 @@ class ChangeSource:
                                 len(page.changes) + len(txn) > max_changes
                                 or _reshaped(page.relations, txn_relations)):
                             page.caught_up = False
-                            break  # leaving the stream cancels the rest of the server's output
+                            break
                         page.end_lsn = message.commit_lsn
                         if not skipping:
                             page.changes.extend(txn)
@@ -319,11 +323,13 @@ class ChangeSource:
     def _failure(self, exc: psycopg.Error, doing: str) -> BronzelineError:
         """What a failed slot operation means, decided by SQLSTATE and the catalog, never by message text."""
         detail = redact(first_line(exc), [self._secret])
-        if self.conn.closed or exc.sqlstate is None or exc.sqlstate.startswith("08"):
+        state = exc.sqlstate
+        if self.conn.closed or (state or "").startswith("08") or (
+                state is None and isinstance(exc, psycopg.OperationalError)):
             return SourceUnreachable(f"source {self.name!r}: {doing} failed, the connection was lost ({detail}); "
                                      "run again when the source is back")
-        if exc.sqlstate == "57014":  # query_canceled: the statement timeout, or cancel()
-            return SourceUnreachable(
+        if state == "57014":  # query_canceled: the statement timeout, or cancel(); terminal, like any timeout
+            return SourceError(
                 f"source {self.name!r}: {doing} was cancelled or took longer than the statement timeout "
                 f"({self.cfg.statement_timeout or DEFAULT_STATEMENT_TIMEOUT}); lower `cdc.page_changes` or raise "
                 "the connection's statement_timeout")
@@ -349,18 +355,27 @@ class ChangeSource:
         return SourceError(f"source {self.name!r}: {doing} failed: {detail}")
 
     def _lock(self) -> None:
+        """The slot's session advisory lock on the source, without queueing behind a holder: tried for
+        LOCK_GRACE_SECONDS only (a process that has just exited releases it when its backend is gone, a moment
+        after its socket closes), then SlotBusy naming the holder's backend."""
         if self._locked:
             return
+        deadline = time.monotonic() + LOCK_GRACE_SECONDS
         try:
-            key = self.conn.execute("SELECT hashtextextended(%s, 0)", (_LOCK_KEY + self.slot,)).fetchone()
-            assert key is not None
-            got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key[0],)).fetchone()
-            holder = None if got and got[0] else self.conn.execute(_HOLDER_SQL, {"key": key[0]}).fetchone()
+            row = self.conn.execute("SELECT hashtextextended(%s, 0)", (_LOCK_KEY + self.slot,)).fetchone()
+            assert row is not None
+            key = int(row[0])
+            while True:
+                got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                if got and got[0]:
+                    self._locked = True
+                    return
+                if time.monotonic() >= deadline:
+                    holder = self.conn.execute(_HOLDER_SQL, {"key": key}).fetchone()
+                    break
+                time.sleep(0.05)
         except psycopg.Error as exc:
             raise self._failure(exc, "locking the slot") from None
-        if got and got[0]:
-            self._locked = True
-            return
         who = f" (source backend pid {holder[0]})" if holder else ""
         raise SlotBusy(f"source {self.name!r}: cdc slot {self.slot!r} is read by another bronzeline process{who}; "
                        "one consumer per slot, so this one stops")
@@ -402,6 +417,9 @@ def _exported_snapshot(source: ChangeSource, slot: str, temporary: bool) -> Iter
         values = {(res.fname(i) or b"").decode(): (res.get_value(0, i) or b"").decode() for i in range(res.nfields)}
         yield SlotSnapshot(slot=slot, consistent_lsn=parse_lsn(values["consistent_point"]),
                            snapshot_name=values["snapshot_name"], temporary=temporary)
+        if temporary:  # dropped now rather than by the server some moment after the connection closes
+            with conn.lock:
+                conn.pgconn.exec_(sql.SQL("DROP_REPLICATION_SLOT {}").format(sql.Identifier(slot)).as_bytes(conn))
     finally:
         source._replication = None
         conn.close()
