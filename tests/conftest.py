@@ -50,6 +50,10 @@ class Databases:
     def drop_all(self) -> None:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             for name in self.created:
+                # a logical replication slot (CDC tests) keeps its database from being dropped, even WITH (FORCE)
+                conn.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s", (name,))
+                conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                             "WHERE database = %s AND NOT temporary", (name,))
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 

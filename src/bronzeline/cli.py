@@ -331,6 +331,47 @@ def reseed(state: State, table: str) -> None:
 
 
 @cli.command()
+@click.argument("tables", nargs=-1)
+@guarded
+def stream(state: State, tables: tuple[str, ...]) -> None:
+    """Apply cdc tables' changes continuously (all cdc tables by default); SIGTERM finishes the page."""
+    import signal
+    import threading
+
+    from bronzeline.pipeline.cdc_stream import stream as run_stream
+
+    stop = threading.Event()
+
+    def finish(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, finish)
+    try:
+        run_stream(state.config, list(tables) or None, on_event=_event, stop=stop,
+                   on_line=lambda line: err.print(line, markup=False))
+    except BronzelineError as exc:
+        from bronzeline.errors import LockBusy
+
+        if not isinstance(exc, LockBusy):
+            raise
+        err.print(str(exc), markup=False)
+    err.print("stream: stopped", markup=False)
+
+
+@cli.command()
+@click.argument("tables", nargs=-1, required=True)
+@guarded
+def resync(state: State, tables: tuple[str, ...]) -> None:
+    """New snapshot of cdc TABLEs (a new slot when it was lost); rows gone from the source are deleted."""
+    from bronzeline.pipeline.cdc_stream import resync as run_resync
+
+    outcomes = run_resync(state.config, list(tables), on_event=_event)
+    if _print_outcomes(outcomes):
+        sys.exit(1)
+
+
+@cli.command()
 @click.argument("table", required=False)
 @click.option("--limit", default=20, show_default=True, help="how many runs")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")

@@ -66,8 +66,11 @@ def connect(
     autocommit: bool = True,
     purpose: str = "",
     settings: dict[str, str] | None = None,
+    replication: bool = False,
 ) -> psycopg.Connection[Any]:
-    """Connect to connection `name`; raise `error` (a BronzelineError subclass) on failure."""
+    """Connect to connection `name`; raise `error` (a BronzelineError subclass) on failure. `replication`
+    opens a logical replication session (replication=database), which takes replication commands through
+    the simple query protocol only: no session settings are sent to it."""
     secret = dsn_password(cfg.dsn)
     try:
         params = conninfo_to_dict(cfg.dsn)
@@ -83,8 +86,9 @@ def connect(
                     "(or set require_tls: false on the connection if the network is trusted)")
     app = f"{APPLICATION_NAME} {purpose}".strip()
     try:
+        dsn = make_conninfo(cfg.dsn, replication="database") if replication else cfg.dsn
         conn = psycopg.connect(
-            cfg.dsn, autocommit=autocommit, connect_timeout=cfg.connect_timeout, application_name=app
+            dsn, autocommit=autocommit, connect_timeout=cfg.connect_timeout, application_name=app
         )
     except psycopg.Error as exc:
         detail = redact(first_line(exc), [secret])
@@ -98,7 +102,8 @@ def connect(
         conn.close()
         raise error(f"connection {name!r} to {conn.info.host} is not encrypted; add sslmode=require to the "
                     "dsn (or set require_tls: false on the connection if the network is trusted)")
-    apply_settings(conn, {**SESSION_SETTINGS, **(settings or {})})
+    if not replication:
+        apply_settings(conn, {**SESSION_SETTINGS, **(settings or {})})
     return conn
 
 

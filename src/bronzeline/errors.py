@@ -36,6 +36,20 @@ class SourceRefused(SourceError, Terminal):
     """The source server answered and refused the login (user, password, database, pg_hba.conf)."""
 
 
+class SlotLost(SourceError, Terminal):
+    """The CDC slot is gone or invalidated (wal_status 'lost'): the changes since the last applied position
+    can no longer be read. Only `bronzeline resync TABLE…` (a new slot and snapshot) recovers."""
+
+
+class CdcUnavailable(SourceError, Terminal):
+    """The source cannot serve change data capture as configured: wal_level is not logical, the login lacks
+    REPLICATION, the publication is missing, or the slot's name is taken. The message gives the fix."""
+
+
+class ChangeDecodeError(SourceError, Terminal):
+    """A message read from the slot is not valid pgoutput (protocol version 1)."""
+
+
 class WarehouseError(BronzelineError):
     """The warehouse refused, was unreachable, or its objects are not as expected."""
 
@@ -62,6 +76,10 @@ class MigrationError(WarehouseError, Terminal):
 
 class LockBusy(BronzelineError):
     """Another run holds the table's lock; the table is skipped, not failed."""
+
+
+class SlotBusy(LockBusy):
+    """Another bronzeline process reads the CDC slot (one consumer per slot)."""
 
 
 def detached(exc: BaseException) -> BaseException:

@@ -188,6 +188,13 @@ def apply_plan(ctx: Context, plan: TablePlan) -> tuple[list[str], list[str]]:
         wh.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
             sql.Identifier(schema, table.name), sql.Identifier(col.name), sql.SQL(col.type)))
         altered.append(f"{name}: added column {col.name} {col.type}")
+    if table.mode == "cdc" and table.history:
+        from bronzeline.warehouse.cdc_apply import history_name, history_table_sql
+
+        wh.execute(history_table_sql(schema, table.name, [(c.name, c.type) for c in plan.columns]))
+        for col in plan.add:
+            wh.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                sql.Identifier(schema, history_name(table.name)), sql.Identifier(col.name), sql.SQL(col.type)))
     if plan.rekey:
         wh.execute(ddl.set_primary_key_sql(schema, table.name, table.key, plan.old_key))
         old = ", ".join(plan.old_key.columns) if plan.old_key else "none"

@@ -48,10 +48,17 @@ def run_tables(config: Config, requests: Sequence[str | RunRequest] | None = Non
         if ctx is None:
             first.close()
         raise
+    results: dict[str, TableOutcome] = {}
+    # cdc tables have no window: their slot's waiting changes are applied (pipeline/cdc_stream.py)
+    cdc = [r.table for r in todo_list if config.table(r.table).mode == "cdc"]
+    if cdc:
+        from bronzeline.pipeline.cdc_stream import run_cdc
+
+        results.update((o.table, o) for o in run_cdc(config, cdc, on_event=on_event, stop=state.stop))
     todo: queue.Queue[RunRequest] = queue.Queue()
     for request in todo_list:
-        todo.put(request)
-    results: dict[str, TableOutcome] = {}
+        if request.table not in cdc:
+            todo.put(request)
     errors: list[BaseException] = []
 
     def work(wctx: Context) -> None:
@@ -68,7 +75,7 @@ def run_tables(config: Config, requests: Sequence[str | RunRequest] | None = Non
         except BaseException as exc:  # surfaced in the calling thread
             errors.append(exc)
 
-    count = max(1, min(workers, len(todo_list)))
+    count = max(1, min(workers, len(todo_list) - len(cdc)))
     if count == 1:
         work(first)
     else:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
 
@@ -35,7 +35,7 @@ from bronzeline.events import (
 from bronzeline.faults import crash_point
 from bronzeline.pipeline.window import SNAPSHOT, WindowPlan, plan_window, window_text
 from bronzeline.redact import redact
-from bronzeline.sources.base import Bound, Column, Window
+from bronzeline.sources.base import Bound, Column, Extract, Window
 from bronzeline.store import batch
 from bronzeline.store.batch import BatchWriter, Manifest
 from bronzeline.text import first_line, from_iso, iso
@@ -234,16 +234,21 @@ class TableRun:
                                  "change bronze's key")
 
     def _extract_and_load_batch(self, table: TableConfig, area: Area, columns: list[Column], window: Window,
-                                bound: Bound | None, run_id: int, advance: bool, outcome: TableOutcome) -> None:
+                                bound: Bound | None, run_id: int, advance: bool, outcome: TableOutcome, *,
+                                stream: Extract | None = None, extra: dict[str, Any] | None = None,
+                                in_load: Callable[[Manifest], None] | None = None) -> None:
         """Stream the source into the batch file and into the warehouse at once; the warehouse commits
         only after the file and its manifest are complete and verified in the store. A failure before
-        the manifest is written removes the data file: a failed run leaves no half-written batch."""
+        the manifest is written removes the data file: a failed run leaves no half-written batch.
+        `stream` replaces the source's extract (a cdc snapshot), `extra` goes into the manifest and
+        `in_load` runs inside the load transaction (on the load connection) once the manifest is verified."""
         store = self.ctx.store
         blob = self.config.blob
         keys = area.new_batch(run_id, datetime.now(UTC), self.config.tz, blob.compression)
         where = area.display(keys.data)
         self.on_event(Extracting(table.name, window_text(window), where))
-        stream = self.ctx.source(table.source).extract(table, columns, window)
+        if stream is None:
+            stream = self.ctx.source(table.source).extract(table, columns, window)
         written: list[BatchWriter] = []
         manifest_written = False
 
@@ -272,7 +277,7 @@ class TableRun:
                 created_at=iso(datetime.now(UTC)) or "",
                 source_clock=iso(bound.source_clock) if bound else None,
                 oldest_xact_start=iso(bound.oldest_xact_start) if bound else None,
-                extra={"uncompressed_bytes": writer.raw_bytes})
+                extra={"uncompressed_bytes": writer.raw_bytes, **(extra or {})})
             batch.write_manifest(store, keys.manifest, manifest)
             manifest_written = True
             crash_point("uploaded")
@@ -280,6 +285,8 @@ class TableRun:
             if not batch.stored_matches(store, keys.data, manifest):
                 raise BatchError(f"{table.name}: {where} in the store differs from what was written; "
                                  "check the object store")
+            if in_load is not None:
+                in_load(manifest)
             return manifest
 
         try:

@@ -291,7 +291,10 @@ class PostgresSource:
                 parts.append(ident)
         return sql.SQL(", ").join(parts)
 
-    def extract(self, table: TableConfig, columns: list[Column], window: Window) -> CopyStream:
+    def extract(self, table: TableConfig, columns: list[Column], window: Window, *,
+                snapshot: str | None = None) -> CopyStream:
+        """COPY out the table's rows in `window`; with `snapshot` (a name exported by a replication slot's
+        creation), inside a transaction that sees exactly that snapshot."""
         where: list[sql.Composable] = []
         params: list[Any] = []
         if table.mode == "incremental":
@@ -307,7 +310,25 @@ class PostgresSource:
         query = sql.SQL("COPY (SELECT {} FROM {} AS q{}) TO STDOUT WITH (FORMAT csv)").format(
             self.select_list(columns, table), self.relation(table), cond
         )
-        return CopyStream(self, table, query, params)
+        return CopyStream(self, table, query, params, snapshot)
+
+    @contextlib.contextmanager
+    def in_snapshot(self, snapshot: str) -> Iterator[psycopg.Connection[Any]]:
+        """A read-only REPEATABLE READ transaction on this source's connection that sees exactly the exported
+        snapshot `snapshot` (valid while the session that exported it stays open and idle). Committed on a
+        clean exit, rolled back otherwise."""
+        conn = self.conn
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            # a utility statement takes no parameters; the snapshot name is quoted as a literal
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+            yield conn
+        except BaseException:
+            if not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     # -- for verify (reads only): counts with the extract's own predicate, samples, who the login is
     def server_info(self) -> ServerInfo:
@@ -420,17 +441,22 @@ def geometry_select(table: TableConfig) -> sql.Composed:
 class CopyStream:
     """COPY … TO STDOUT as an iterator of ~1 MB chunks; `rows` is set once it is exhausted."""
 
-    def __init__(self, source: PostgresSource, table: TableConfig, query: sql.Composed, params: list[Any]) -> None:
+    def __init__(self, source: PostgresSource, table: TableConfig, query: sql.Composed, params: list[Any],
+                 snapshot: str | None = None) -> None:
         self.source = source
         self.table = table
         self.query = query
         self.params = params
+        self.snapshot = snapshot  # read inside this exported snapshot (a CDC slot's first load)
         self.rows: int | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         buf = bytearray()
         try:
-            with self.source.conn.cursor() as cur:
+            with contextlib.ExitStack() as stack:
+                if self.snapshot is not None:
+                    stack.enter_context(self.source.in_snapshot(self.snapshot))
+                cur = stack.enter_context(self.source.conn.cursor())
                 with cur.copy(self.query, self.params or None) as copy:
                     for chunk in copy:
                         buf += chunk

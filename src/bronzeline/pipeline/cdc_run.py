@@ -1,0 +1,446 @@
+"""Change data capture, the warehouse side (docs/cdc.md): the cdc tables of one source share one slot, and
+one process at a time applies it (an advisory lock on the slot's name).
+
+A pass: complete what a stopped process left in exports/ → take a snapshot of every cdc table that has
+none (the first load creates the slot with an exported snapshot; a table added later is snapshotted
+alone) → read pages of whole transactions, and for each: a change batch file per table (exports/<table>/)
+with its manifest and run row → ONE warehouse transaction (cdc_apply.py) → the files move to processed/
+→ only then is the slot advanced. A replayed page (commit LSN at or below the stored one) changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from bronzeline.batches.area import Area, BatchKeys
+from bronzeline.config.models import Config, TableConfig
+from bronzeline.context import Context
+from bronzeline.errors import BatchError, SourceError, Terminal, WarehouseError
+from bronzeline.events import Event, EventSink, ignore
+from bronzeline.faults import crash_point
+from bronzeline.pipeline.table_run import TableOutcome, TableRun
+from bronzeline.sources.base import Column, Extract, Window
+from bronzeline.sources.cdc.changes import Change, Page, Relation, SlotHealth, lsn_text
+from bronzeline.sources.postgres import PostgresSource
+from bronzeline.store import batch
+from bronzeline.store.batch import BatchWriter, Manifest
+from bronzeline.store.change_batch import META_COLUMNS, OLD_PREFIX, TablePlan, csv_chunks, plan_table
+from bronzeline.text import iso
+from bronzeline.warehouse import ddl, schema_diff
+from bronzeline.warehouse.cdc_apply import Applied, Applier, PageFile
+from bronzeline.warehouse.cdc_control import CdcControl
+
+_META_TYPES = ("text", "pg_lsn", "integer", "timestamp with time zone", "text", "integer", "text[]")
+
+
+class SnapshotReader(Protocol):
+    """A snapshot consistent with a slot: every change committed at or below `through_lsn` is in it."""
+
+    @property
+    def through_lsn(self) -> int: ...
+
+    def extract(self, source: PostgresSource, table: TableConfig, columns: list[Column]) -> Extract: ...
+
+
+class ChangeReader(Protocol):
+    """What the warehouse side uses of sources.cdc.slot.ChangeSource."""
+
+    def slot_exists(self) -> bool: ...
+    def create_slot(self) -> AbstractContextManager[SnapshotReader]: ...
+    def snapshot_alone(self) -> AbstractContextManager[SnapshotReader]: ...
+    def read_page(self, max_changes: int, after_lsn: int | None = None) -> Page: ...
+    def advance(self, lsn: int) -> None: ...
+    def heartbeat(self) -> None: ...
+    def health(self) -> SlotHealth: ...
+    def cancel(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class TableStopped(Terminal):
+    """A cdc table's source changed in a way bronze cannot follow on its own; the message says what to run."""
+
+
+@dataclass(frozen=True)
+class ChangesApplied(Event):
+    run_id: int
+    path: str
+    changes: int
+    skipped: int
+    lsn: str
+
+    def render(self) -> str:
+        skipped = f" ({self.skipped:,} already applied)" if self.skipped else ""
+        return f"applied {self.changes:,} changes{skipped} through commit LSN {self.lsn} from {self.path}"
+
+
+@dataclass(frozen=True)
+class SnapshotJoined(Event):
+    lsn: str
+    alone: bool
+
+    def render(self) -> str:
+        how = "snapshotted alone" if self.alone else "snapshot exported with the new slot"
+        return f"streams from commit LSN {self.lsn} ({how})"
+
+
+def slot_lock_key(slot: str) -> str:
+    """The advisory lock of a slot's one consumer (':' never appears in a table name)."""
+    return f"cdc-slot:{slot}"
+
+
+def open_changes(config: Config, source: str) -> ChangeReader:
+    from bronzeline.sources.cdc.slot import ChangeSource
+
+    keys = {t.source_relation: tuple(t.key) for t in config.tables
+            if t.mode == "cdc" and t.source == source and t.source_relation is not None}
+    return ChangeSource(source, config.connections[source], config.slot_name(), config.publication_name(), keys=keys)
+
+
+class SlotApplier:
+    """The cdc tables of one source (one slot), on one Context. The caller holds the slot's lock."""
+
+    def __init__(self, ctx: Context, source: str, on_event: EventSink | None = None) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self.source = source
+        self.slot = self.config.slot_name()
+        self.tables = [t for t in self.config.tables if t.mode == "cdc" and t.source == source]
+        self.by_relation = {t.source_relation: t for t in self.tables}
+        self.on_event = on_event or ignore
+        self.outcomes: dict[str, TableOutcome] = {t.name: TableOutcome(t.name, "loaded") for t in self.tables}
+        self._checked: dict[str, tuple[tuple[Any, ...], list[tuple[str, str]]]] = {}
+
+    @property
+    def cdc(self) -> CdcControl:
+        return CdcControl(self.ctx.warehouse, self.config.warehouse.control_schema)
+
+    def _applier(self) -> Applier:
+        wcfg = self.config.warehouse
+        return Applier(self.ctx.load_conn, wcfg.control_schema, self.config.project, wcfg.bronze_schema,
+                       wcfg.lock_timeout)
+
+    # ------------------------------------------------------------------ one page
+    def apply_page(self, page: Page, reader: ChangeReader | None) -> None:
+        """Write the page's change batch files, apply them in one transaction, move them, advance the slot."""
+        if page.end_lsn is None:
+            return
+        self.cdc.ensure_slot(self.slot, self.source)
+        state = self.cdc.slot(self.slot)
+        applied = state.applied_lsn if state else None
+        if applied is not None and page.end_lsn <= applied:  # a replay: already in bronze
+            if reader is not None:
+                reader.advance(page.end_lsn)
+            return
+        grouped: dict[str, list[Change]] = {}
+        for change in page.changes:
+            table = self.by_relation.get((change.schema, change.table))
+            if table is not None:
+                grouped.setdefault(table.name, []).append(change)
+        joined = self.cdc.tables(self.slot)
+        written: list[tuple[TableConfig, BatchKeys, Manifest]] = []
+        page_tables = [t.name for t in self.tables if t.name in grouped]
+        for table in self.tables:
+            if table.name not in grouped:
+                continue
+            if table.name not in joined:
+                raise WarehouseError(f"{table.name}: has changes but no snapshot yet; run `bronzeline run "
+                                     f"{table.name}` (it takes the snapshot first)")
+            skip = max(joined[table.name].start_lsn, applied or 0)
+            relation = page.relations.get(table.source_relation or ("", ""))
+            written.append(self._write(table, grouped[table.name], relation, skip, page, page_tables))
+        self._apply_stored(written, page.end_lsn, page.last_commit_time, reader)
+
+    def _write(self, table: TableConfig, changes: list[Change], relation: Relation | None, skip: int, page: Page,
+               page_tables: list[str]) -> tuple[TableConfig, BatchKeys, Manifest]:
+        types, added = self._columns(table, relation)
+        names = [c.name for c in relation.columns] if relation is not None else list(types)
+        plan = plan_table(changes, names, list(table.key), skip)
+        control = self.ctx.control
+        run_id = control.start_run(table.name, "cdc", None, None, None, None, None)
+        area = Area(self.ctx.store, table.name)
+        blob = self.config.blob
+        keys = area.new_batch(run_id, datetime.now(UTC), self.config.tz, blob.compression)
+        with self.ctx.store.open_write(keys.data) as handle:
+            writer = BatchWriter(handle, blob.compression, blob.compression_level)
+            try:
+                for chunk in csv_chunks(plan):
+                    writer.write(chunk)
+                writer.finish()
+            finally:
+                writer.close()
+        all_types = {**types, **dict(added)}
+        columns = [{"name": n, "type": t} for n, t in zip(META_COLUMNS, _META_TYPES, strict=True)]
+        columns += [{"name": n, "type": all_types[n]} for n in names]
+        columns += [{"name": OLD_PREFIX + k, "type": all_types[k]} for k in table.key]
+        last_time = max((c.commit_time for c in changes), default=None)
+        manifest = Manifest(
+            run_id=run_id, table=table.name, mode="cdc", data_file=keys.data_name, compression=blob.compression,
+            columns=columns, key=list(table.key), window_start=None, window_end=None, rows=len(plan.rows),
+            bytes=writer.bytes, sha256=writer.digest.hexdigest(), created_at=iso(datetime.now(UTC)) or "",
+            extra=_plan_extra(plan, page, page_tables, added, last_time))
+        batch.write_manifest(self.ctx.store, keys.manifest, manifest)
+        crash_point("uploaded")
+        control.mark_uploaded(run_id, area.display(keys.data), writer.bytes, manifest.sha256, manifest.rows)
+        self.cdc.note_run(run_id, plan.first_lsn, plan.last_lsn, None)
+        return table, keys, manifest
+
+    def _apply_stored(self, written: list[tuple[TableConfig, BatchKeys, Manifest]], end_lsn: int,
+                      commit_time: datetime | None, reader: ChangeReader | None) -> None:
+        store = self.ctx.store
+        files = [PageFile(t, m, batch.read_verified(store, k.data, m),
+                          [(str(n), str(ty)) for n, ty in m.extra.get("add_columns", [])]) for t, k, m in written]
+        try:
+            results = self._applier().apply_page(self.slot, files, end_lsn, commit_time)
+        except BatchError as exc:
+            for table, keys, manifest in written:
+                self._refuse(table, keys, manifest, str(exc))
+            raise
+        crash_point("committed")
+        for table, keys, _ in written:
+            Area(store, table.name).move(keys, "processed", between=lambda: crash_point("moving"))
+        if reader is not None:
+            reader.advance(end_lsn)
+        stopped = [t.name for t, _, _ in written]
+        if stopped:
+            self.cdc.set_state(stopped, "streaming", None)
+        for table, keys, manifest in written:
+            self._count(table, manifest, results[table.name], Area(store, table.name).moved_key(keys.data, "processed"),
+                        end_lsn)
+
+    def _count(self, table: TableConfig, manifest: Manifest, result: Applied, key: str, end_lsn: int) -> None:
+        outcome = self.outcomes[table.name]
+        outcome.runs.append(manifest.run_id)
+        outcome.rows_extracted += result.rows_extracted
+        outcome.rows_loaded += result.rows_loaded
+        outcome.rows_skipped += result.rows_skipped
+        outcome.rows_deleted += result.rows_deleted
+        path = self.ctx.store.display(key)
+        outcome.files.append(path)
+        self.on_event(ChangesApplied(table.name, manifest.run_id, path, result.rows_loaded, result.rows_skipped,
+                                     lsn_text(end_lsn)))
+
+    def _refuse(self, table: TableConfig, keys: BatchKeys, manifest: Manifest, why: str) -> None:
+        Area(self.ctx.store, table.name).move(keys, "failed")
+        self.ctx.control.mark_failed(manifest.run_id, f"batch refused: {why}")
+
+    # ------------------------------------------------------------------ schema changes
+    def _columns(self, table: TableConfig, relation: Relation | None) -> tuple[dict[str, str], list[tuple[str, str]]]:
+        """Bronze's column types, and the columns to add for this relation; raises TableStopped for a change
+        bronze cannot follow."""
+        schema = self.config.warehouse.bronze_schema
+        bronze = ddl.bronze_columns(self.ctx.warehouse, schema, table.name)
+        if bronze is None:
+            raise WarehouseError(f"{table.name}: {schema}.{table.name} does not exist; run `bronzeline migrate`")
+        types = {c.name: c.type for c in bronze}
+        if relation is None:
+            return types, []
+        shape = tuple((c.name, c.type_oid, c.typmod) for c in relation.columns)
+        seen = self._checked.get(table.name)
+        if seen is not None and seen[0] == shape and all(n in types for n, _ in seen[1]):
+            return types, []
+        names = [c.name for c in relation.columns]
+        described = {c.name: c for c in self.ctx.source(table.source).describe(table)}
+        current = [described[n] for n in names if n in described]
+        changes = schema_diff.compare(current, bronze)
+        removed = [c.column for c in changes if c.kind == "removed" and c.column not in names]
+        retyped = [c for c in changes if c.kind in ("retyped", "typmod")]
+        unknown = [n for n in names if n not in described and n not in types]
+        added = [(c.column, c.source_type or "text") for c in changes if c.kind == "added" and c.column in names]
+        target = f"{schema}.{table.name}"
+        message = ""
+        if removed:
+            drops = ", ".join(f"DROP COLUMN {c}" for c in removed)
+            message = (f"{table.name}: column(s) {', '.join(removed)} no longer at the source; run `ALTER TABLE "
+                       f"{target} {drops}` in the warehouse (or add them back at the source), then run again")
+        elif retyped or unknown:
+            what = "; ".join(c.describe() for c in retyped) or f"column(s) {', '.join(unknown)} changed"
+            alters = ", ".join(f"ALTER COLUMN {c.column} TYPE {c.source_type}" for c in retyped)
+            message = (f"{table.name}: {what}; run `ALTER TABLE {target} {alters}` in the warehouse (or "
+                       f"`bronzeline resync {table.name}` after it), then run again")
+        elif added and table.schema_evolution != "add_columns":
+            adds = ", ".join(f"ADD COLUMN {n} {t}" for n, t in added)
+            message = (f"{table.name}: column(s) {', '.join(n for n, _ in added)} added at the source; run "
+                       f"`ALTER TABLE {target} {adds}` in the warehouse (or set schema_evolution: add_columns), "
+                       "then run again")
+        if message:
+            with contextlib.suppress(Exception):
+                self.cdc.set_state([table.name], "stopped", message)
+            raise TableStopped(message)
+        self._checked[table.name] = (shape, added)
+        return types, added
+
+    # ------------------------------------------------------------------ leftovers
+    def recover(self, reader: ChangeReader | None) -> None:
+        """What a stopped process left in exports/: finish moves, apply whole pages (idempotent by LSN),
+        refuse the rest (the slot sends those changes again), fail runs without a file."""
+        control = self.ctx.control
+        pages: dict[int, list[tuple[TableConfig, BatchKeys, Manifest]]] = {}
+        for table in self.tables:
+            area = Area(self.ctx.store, table.name)
+            found = area.scan("exports")
+            for key in found.temporary + found.incomplete:
+                area.delete(key)
+            for key in found.lone_manifests:
+                manifest = area.read_manifest(key)
+                if control.run_status(manifest.run_id) == "loaded" and area.data_moved_to(manifest, "processed"):
+                    area.move(key, "processed")
+                else:
+                    area.move(key, "failed")
+                    control.mark_failed(manifest.run_id, "batch refused: its data file is missing")
+            for pending in found.complete:
+                manifest = area.read_manifest(pending.keys.manifest)
+                if control.run_status(manifest.run_id) == "loaded":
+                    area.move(pending.keys, "processed", between=lambda: crash_point("moving"))
+                elif manifest.extra.get("kind") == "changes":
+                    pages.setdefault(int(manifest.extra["page_end_lsn"]), []).append((table, pending.keys, manifest))
+                else:
+                    self._refuse(table, pending.keys, manifest, "a snapshot not loaded before the process stopped; "
+                                                                "the table is snapshotted again")
+            alive = {b.run_id for b in found.complete}
+            dead = [r for r in control.unfinished_runs(table.name) if r not in alive]
+            control.fail_runs(dead, "the process stopped before its batch file was complete; the slot sends "
+                                    "these changes again")
+        for end_lsn, members in sorted(pages.items()):
+            wanted = set(members[0][2].extra.get("page_tables", []))
+            if wanted == {t.name for t, _, _ in members}:
+                last = _time(members[0][2].extra.get("page_commit_time"))
+                self._apply_stored(members, end_lsn, last, reader)
+            else:
+                for table, keys, manifest in members:
+                    self._refuse(table, keys, manifest, "the rest of its page is missing; the slot sends these "
+                                                        "changes again")
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self, snap: SnapshotReader, tables: Sequence[TableConfig], *, alone: bool,
+                 note: str | None = None, gap_from: int | None = None) -> None:
+        """Load each table's snapshot as an ordinary batch (rows gone from the source are deleted from
+        bronze); in its load transaction the table joins the slot at the snapshot's LSN."""
+        self.cdc.ensure_slot(self.slot, self.source)
+        run = TableRun(self.ctx, self.on_event)
+        schema = self.config.warehouse.control_schema
+        for table in tables:
+            columns = self.ctx.source(table.source).describe(table)
+            run._check_bronze(table, columns)
+            control = self.ctx.control
+            run_id = control.start_run(table.name, "cdc", None, None, None, None, None)
+            outcome = self.outcomes[table.name]
+            outcome.current_run = run_id
+
+            def joined(manifest: Manifest, table: TableConfig = table) -> None:
+                cdc = CdcControl(self.ctx.load_conn, schema)
+                cdc.join(table.name, self.slot, snap.through_lsn, manifest.run_id)
+                cdc.note_run(manifest.run_id, gap_from, snap.through_lsn, note)
+                cdc.touch_watermark(table.name, None, manifest.rows, manifest.run_id)
+
+            source = self.ctx.source(table.source)
+            assert isinstance(source, PostgresSource)  # cdc tables are on PostgreSQL sources (config)
+            run._extract_and_load_batch(
+                table, Area(self.ctx.store, table.name), columns, Window(None, None), None, run_id, False, outcome,
+                stream=snap.extract(source, table, columns), extra={"kind": "snapshot", "start_lsn": snap.through_lsn},
+                in_load=joined)
+            outcome.current_run = None
+            self.on_event(SnapshotJoined(table.name, lsn_text(snap.through_lsn), alone))
+
+    def join_new(self, reader: ChangeReader) -> None:
+        """Snapshot the tables that have none: with the slot's creation when there is no slot yet, else alone."""
+        joined = self.cdc.tables(self.slot)
+        lost = [t.name for t in self.tables if t.name in joined and joined[t.name].state == "lost"]
+        if lost:
+            raise slot_lost(self.slot, lost, "it was lost earlier")
+        new = [t for t in self.tables if t.name not in joined]
+        exists = reader.slot_exists()
+        if not exists:
+            streaming = [t.name for t in self.tables if t.name in joined]
+            if streaming:
+                self.cdc.set_state(streaming, "lost", f"replication slot {self.slot} is gone")
+                raise slot_lost(self.slot, streaming, "it does not exist at the source")
+        if not new:
+            return
+        with reader.snapshot_alone() if exists else reader.create_slot() as snap:
+            self.snapshot(snap, new, alone=exists)
+
+    # ------------------------------------------------------------------ the pages
+    def drain(self, reader: ChangeReader, *, until_lsn: int | None, stop: threading.Event) -> bool:
+        """Apply pages until caught up (or past `until_lsn`); returns whether anything was waiting."""
+        busy = False
+        while not stop.is_set():
+            state = self.cdc.slot(self.slot)
+            applied = state.applied_lsn if state else None
+            page = reader.read_page(self.config.cdc.page_changes, after_lsn=applied)
+            if page.end_lsn is None:
+                return busy
+            replay = applied is not None and page.end_lsn <= applied
+            self.apply_page(page, reader)
+            busy = busy or not replay
+            if page.caught_up or replay or (until_lsn is not None and page.end_lsn >= until_lsn):
+                return busy
+        return busy
+
+    def align(self, reader: ChangeReader) -> SlotHealth:
+        """A process killed between the warehouse commit and the slot's advance: advance it now."""
+        health = reader.health()
+        state = self.cdc.slot(self.slot)
+        if state is not None and state.applied_lsn is not None and health.confirmed_flush_lsn is not None \
+                and health.confirmed_flush_lsn < state.applied_lsn:
+            reader.advance(state.applied_lsn)
+        return health
+
+    def heartbeat_due(self) -> bool:
+        state = self.cdc.slot(self.slot)
+        if state is None:
+            return False
+        last = max((t for t in (state.applied_at, state.heartbeat_at) if t is not None), default=None)
+        return last is None or (datetime.now(UTC) - last).total_seconds() >= self.config.cdc.heartbeat_seconds
+
+    def heartbeat(self, reader: ChangeReader) -> None:
+        reader.heartbeat()
+        self.cdc.heartbeat(self.slot)
+
+
+def slot_lost(slot: str, tables: list[str], why: str) -> SourceError:
+    from bronzeline.errors import SlotLost
+
+    names = " ".join(tables)
+    return SlotLost(f"{', '.join(tables)}: replication slot {slot} is lost ({why}); changes since the last applied "
+                    f"one cannot be streamed: run `bronzeline resync {names}`")
+
+
+def _plan_extra(plan: TablePlan, page: Page, page_tables: list[str], added: list[tuple[str, str]],
+                last_time: datetime | None) -> dict[str, Any]:
+    return {"kind": "changes", "page_end_lsn": page.end_lsn, "page_tables": page_tables,
+            "page_commit_time": iso(page.last_commit_time), "last_commit_time": iso(last_time),
+            "levels": {str(k): v for k, v in plan.levels.items()},
+            "truncate": any(p.apply == "T" for p in plan.rows), "skipped": plan.skipped,
+            "partial": any(p.apply in ("U", "K") and p.unchanged for p in plan.rows),
+            "add_columns": [list(a) for a in added],
+            "lsn_start": lsn_text(plan.first_lsn) if plan.first_lsn else None,
+            "lsn_end": lsn_text(plan.last_lsn) if plan.last_lsn else None}
+
+
+def _time(text: object) -> datetime | None:
+    return datetime.fromisoformat(str(text)) if text else None
+
+
+@contextlib.contextmanager
+def slot_locked(ctx: Context, slot: str) -> Iterator[bool]:
+    """The slot's consumer lock (a session advisory lock on the warehouse), or False when another holds it."""
+    control = ctx.control
+    if not control.try_lock(slot_lock_key(slot)):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(Exception):
+            control.unlock(slot_lock_key(slot))
+
+
+__all__ = ["ChangeReader", "ChangesApplied", "SlotApplier", "SnapshotJoined", "TableStopped", "open_changes",
+           "slot_lock_key", "slot_locked", "time"]

@@ -1,0 +1,52 @@
+"""A cdc pipeline: a published source table, a login with REPLICATION, a slot of the test's own (slots are
+cluster-wide), dropped at the end."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+from tests.integration.pipeline import Pipeline
+
+
+@contextmanager
+def cdc_pipeline(pipe: Pipeline, ddl: str, tables: list[str], tables_yaml: str, extra_yaml: str = ""
+                 ) -> Iterator[Pipeline]:
+    slot = f"bl_{uuid.uuid4().hex[:12]}"
+    reader = str(conninfo_to_dict(pipe.source_dsn)["user"])
+    with pipe.src() as conn:
+        conn.execute(ddl)
+        conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+            sql.Identifier(slot), sql.SQL(", ").join(sql.Identifier("tracksolid", t) for t in tables)))
+        conn.execute(sql.SQL("ALTER ROLE {} REPLICATION").format(sql.Identifier(reader)))
+        conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA tracksolid TO {}").format(sql.Identifier(reader)))
+    pipe.write_config(tables_yaml, f"cdc:\n  slot: {slot}\n  publication: {slot}\n  poll_interval: 0.2s\n"
+                                   f"{extra_yaml}")
+    pipe.cli("migrate", check=True)
+    try:
+        yield pipe
+    finally:
+        drop_slots(pipe)
+
+
+def drop_slots(pipe: Pipeline) -> None:
+    with pipe.src() as conn:
+        for _ in range(50):
+            try:
+                conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                             "WHERE database = current_database()")
+                return
+            except psycopg.errors.ObjectInUse:  # a killed process's session has not ended yet
+                conn.execute("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                             "WHERE database = current_database() AND active_pid IS NOT NULL")
+                conn.execute("SELECT pg_sleep(0.1)")
+
+
+def rows(conn: psycopg.Connection[Any], query: str) -> list[tuple[Any, ...]]:
+    return conn.execute(query).fetchall()
