@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--page", type=int, default=100_000, help="max changes per page (cdc.page_changes)")
     parser.add_argument("--no-checkpoints", action="store_true",
                         help="no running-transactions record in the backlog: every page re-decodes what precedes it")
+    parser.add_argument("--verbose", action="store_true", help="one line per page")
     args = parser.parse_args()
 
     params = conninfo_to_dict(args.dsn)
@@ -111,19 +112,28 @@ def main() -> None:
 
         base = rss_mb()
         total = pages = 0
-        t0 = time.perf_counter()
+        advancing = 0.0
+        t0, cpu0 = time.perf_counter(), time.process_time()
         while True:
             page = source.read_page(args.page)
+            t1 = time.perf_counter()
             if page.end_lsn is not None:
                 source.advance(page.end_lsn)
+            advancing += time.perf_counter() - t1
             total += len(page.changes)
             pages += 1
+            if args.verbose:
+                h = source.health()
+                print(f"  page {pages}: {len(page.changes):,} changes, {time.perf_counter() - t0:.2f} s; slot "
+                      f"restart {h.restart_lsn}, confirmed {h.confirmed_flush_lsn}")
             if page.caught_up:
                 break
             del page
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         print(f"read + decode: {total:,} changes in {pages} pages of <= {args.page:,} in {wall:.2f} s "
               f"= {total / wall:,.0f} changes/s")
+        print(f"  of which advance(): {advancing:.2f} s; this process's CPU (transfer + decoding): {cpu:.2f} s "
+              f"= {total / cpu:,.0f} changes per CPU second")
         print(f"peak RSS: {rss_mb():.0f} MB (before the read: {base:.0f} MB)")
     finally:
         if source is not None:

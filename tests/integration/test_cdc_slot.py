@@ -232,6 +232,25 @@ def test_pages_hold_whole_transactions_peek_until_advance(cdc: Cdc) -> None:
     assert empty.changes == [] and empty.end_lsn is None and empty.caught_up
 
 
+def test_a_page_has_one_shape_per_table(cdc: Cdc) -> None:
+    """A column added at the source ends the page: the next page starts with the new shape."""
+    cs = cdc.source(superuser=True)
+    with cs.create_slot():
+        pass
+    with cdc.conn() as conn:
+        conn.execute("INSERT INTO fleet VALUES (1, 'a', 0)")
+        conn.execute("ALTER TABLE fleet ADD COLUMN note text")
+        conn.execute("INSERT INTO fleet VALUES (2, 'b', 0, 'new')")
+    before = cs.read_page(100)
+    assert [c.new for c in before.changes] == [{"id": "1", "name": "a", "n": "0"}] and not before.caught_up
+    assert [c.name for c in before.relations[("public", "fleet")].columns] == ["id", "name", "n"]
+    assert before.end_lsn is not None
+    cs.advance(before.end_lsn)
+    after = cs.read_page(100)
+    assert [c.new for c in after.changes] == [{"id": "2", "name": "b", "n": "0", "note": "new"}] and after.caught_up
+    assert [c.name for c in after.relations[("public", "fleet")].columns] == ["id", "name", "n", "note"]
+
+
 def test_a_replayed_page_is_skipped_but_still_advances(cdc: Cdc) -> None:
     cs = cdc.source(superuser=True)
     with cs.create_slot():

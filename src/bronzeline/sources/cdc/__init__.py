@@ -13,7 +13,8 @@ from bronzeline.sources.cdc.changes import (
     parse_lsn,
 )
 from bronzeline.sources.cdc.pgoutput import Decoder
-from bronzeline.sources.cdc.slot import HEARTBEAT_PREFIX, ChangeSource, SlotSnapshot
+from bronzeline.sources.cdc.slot import HEARTBEAT_PREFIX, ChangeSource
+from bronzeline.sources.cdc.snapshot import SlotSnapshot
 
 __all__ = [
     "HEARTBEAT_PREFIX",
