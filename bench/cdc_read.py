@@ -31,7 +31,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bronzeline.config.models import ConnectionConfig
-from bronzeline.sources.cdc import ChangeSource
+from bronzeline.sources.cdc.slot import ChangeSource
 
 DB, SLOT, PUB = "bench_cdc", "bench_cdc_slot", "bench_cdc_pub"
 DDL = """

@@ -19,7 +19,8 @@ from psycopg import sql
 
 from bronzeline.config.models import ConnectionConfig, TableConfig
 from bronzeline.errors import CdcUnavailable, SlotBusy, SlotLost
-from bronzeline.sources.cdc import UNCHANGED, Change, ChangeSource, Page
+from bronzeline.sources.cdc.changes import UNCHANGED, Change, Page
+from bronzeline.sources.cdc.slot import ChangeSource
 from bronzeline.sources.postgres import PostgresSource
 from tests.conftest import Databases, dsn_for
 

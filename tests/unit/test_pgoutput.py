@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import pytest
 
 from bronzeline.errors import ChangeDecodeError, SourceError, Terminal
-from bronzeline.sources.cdc import UNCHANGED, Change, Decoder, Relation, lsn_text, parse_lsn
-from bronzeline.sources.cdc.pgoutput import Begin, Commit, LogicalMessage, Origin, Truncated, TypeInfo
+from bronzeline.sources.cdc.changes import UNCHANGED, Change, Relation, lsn_text, parse_lsn
+from bronzeline.sources.cdc.pgoutput import Begin, Commit, Decoder, LogicalMessage, Origin, Truncated, TypeInfo
 
 H = bytes.fromhex
 BEGIN = H("4200000000019727b00003049b9982c73000000303")

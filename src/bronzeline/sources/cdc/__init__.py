@@ -1,32 +1,3 @@
-"""Change data capture from PostgreSQL: the pgoutput decoder, the slot reader, and the seam they hand on."""
-
-from __future__ import annotations
-
-from bronzeline.sources.cdc.changes import (
-    UNCHANGED,
-    Change,
-    Page,
-    Relation,
-    RelationColumn,
-    SlotHealth,
-    lsn_text,
-    parse_lsn,
-)
-from bronzeline.sources.cdc.pgoutput import Decoder
-from bronzeline.sources.cdc.slot import HEARTBEAT_PREFIX, ChangeSource
-from bronzeline.sources.cdc.snapshot import SlotSnapshot
-
-__all__ = [
-    "HEARTBEAT_PREFIX",
-    "UNCHANGED",
-    "Change",
-    "ChangeSource",
-    "Decoder",
-    "Page",
-    "Relation",
-    "RelationColumn",
-    "SlotHealth",
-    "SlotSnapshot",
-    "lsn_text",
-    "parse_lsn",
-]
+"""Change data capture from PostgreSQL: the pgoutput decoder (`pgoutput`), the slot reader (`slot`), the
+exported snapshot (`snapshot`) and the seam they hand on (`changes`). Import from the modules: this package
+stays empty so that `sources.base` can use the seam's dataclasses without importing the reader."""
