@@ -1,0 +1,181 @@
+"""KeyRanges over one PostgreSQL relation: a source's table (or query), or its bronze copy. `reconcile`
+runs the very same SQL on both sides, so equal rows give equal text and equal hashes:
+
+- a row's canonical text is `ROW(col::text, …)::text`: record output quotes and escapes each field and
+  writes NULL as nothing and '' as "", so NULL and empty text differ. Enums (and arrays of them) are
+  cast to text as the extract casts them (bronze holds text there); geometry is compared as hex EWKB,
+  or as EWKT at 15 decimals for `geometry_format: ewkt` tables (what bronze was loaded from);
+- each query runs in its own transaction with TimeZone UTC, DateStyle ISO, IntervalStyle postgres and
+  extra_float_digits 3 (shortest exact floats on PostgreSQL 12 and later), set for that transaction only;
+- a range's hash is the sum of the first 64 bits of each row's md5 (a signed bigint, summed into
+  numeric: exact, no overflow). A sum does not depend on the order rows are read in, so the two sides
+  need not sort alike; a missing, extra or changed row changes it except with a chance of 2^-64.
+
+Keys travel as text (each key column's `::text`) and are cast back to the column's type in predicates,
+so a range predicate is a plain (row) comparison on the key columns that their index serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import sql
+
+from bronzeline.config.models import TableConfig
+from bronzeline.errors import BronzelineError
+from bronzeline.sources.base import Column, Key, KeyRange, RangeDigest
+
+# The settings every reconcile query runs under, on both sides (see the module's docstring).
+DIGEST_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
+                   "extra_float_digits": "3", "bytea_output": "hex"}
+KEYS_PER_QUERY = 1000
+T = TypeVar("T")
+Fail = Callable[[psycopg.Error, str], BronzelineError]
+
+
+def column_text(col: Column, table: TableConfig) -> sql.Composable:
+    """One column's canonical text (relation alias `q`)."""
+    ident = sql.Identifier("q", col.name)
+    if col.is_geometry:
+        if table.geometry_format == "ewkt":
+            return sql.SQL("ST_AsEWKT({}, 15)").format(ident)
+        return sql.SQL("encode(ST_AsEWKB({}), 'hex')").format(ident)
+    if col.select_cast:
+        return sql.SQL("{}::{}::text").format(ident, sql.SQL(col.select_cast))
+    return sql.SQL("{}::text").format(ident)
+
+
+def row_text(columns: list[Column], table: TableConfig) -> sql.Composable:
+    return sql.SQL("ROW({})::text").format(sql.SQL(", ").join(column_text(c, table) for c in columns))
+
+
+class RangeReader:
+    """KeyRanges on one connection. `relation` is what FROM reads (aliased `q`); `watermark_high` is the
+    scope's bound for incremental tables, already in the watermark column's own type (a `timestamp`
+    column gets the source's local time, as the extract compares it)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], relation: sql.Composable, table: TableConfig,
+                 columns: list[Column], *, watermark_high: Any, select_list: sql.Composable, fail: Fail) -> None:
+        by_name = {c.name: c for c in columns}
+        self.conn = conn
+        self.relation = relation
+        self.table = table
+        self.fail = fail
+        self.select_list = select_list
+        self.key_cols = [by_name[k] for k in table.key]
+        # Enum keys compare as text on the source (bronze holds text): both sides order them alike.
+        self.key_exprs: list[sql.Composable] = [
+            sql.SQL("{}::{}").format(sql.Identifier("q", c.name), sql.SQL(c.select_cast)) if c.select_cast
+            else sql.Identifier("q", c.name) for c in self.key_cols]
+        self.key_texts = [sql.SQL("({})::text").format(e) for e in self.key_exprs]
+        self.row_hash = sql.SQL("md5({})").format(row_text(columns, table))
+        self.scope: list[sql.Composable] = []
+        self.scope_params: list[Any] = []
+        if table.mode == "incremental":
+            wm = sql.Identifier("q", table.watermark or "")
+            self.scope.append(sql.SQL("{} IS NOT NULL").format(wm))
+            if watermark_high is not None:
+                self.scope.append(sql.SQL("{} <= %s").format(wm))
+                self.scope_params.append(watermark_high)
+
+    # ---------------------------------------------------------------- SQL pieces
+    def _key_tuple(self, exprs: Sequence[sql.Composable]) -> sql.Composable:
+        return sql.SQL("({})").format(sql.SQL(", ").join(exprs))
+
+    def _params_tuple(self) -> sql.Composable:
+        return self._key_tuple([sql.SQL("%s::{}").format(sql.SQL(c.type)) for c in self.key_cols])
+
+    def _where(self, rng: KeyRange | None, scoped: bool = True) -> tuple[sql.Composable, list[Any]]:
+        parts: list[sql.Composable] = list(self.scope) if scoped else []
+        params: list[Any] = list(self.scope_params) if scoped else []
+        if rng is not None and rng.low is not None:
+            parts.append(sql.SQL("{} > {}").format(self._key_tuple(self.key_exprs), self._params_tuple()))
+            params += list(rng.low)
+        if rng is not None and rng.high is not None:
+            parts.append(sql.SQL("{} <= {}").format(self._key_tuple(self.key_exprs), self._params_tuple()))
+            params += list(rng.high)
+        if not parts:
+            return sql.SQL(""), params
+        return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), params
+
+    def _join_keys(self) -> sql.Composable:
+        """JOIN the keys given as one text[] per key column (parameters), cast to each column's type."""
+        aliases = [f"k{i}" for i in range(len(self.key_cols))]
+        on = sql.SQL(" AND ").join(
+            sql.SQL("{} = {}::{}").format(e, sql.Identifier("u", a), sql.SQL(c.type))
+            for e, a, c in zip(self.key_exprs, aliases, self.key_cols, strict=True))
+        return sql.SQL(" JOIN unnest({}) AS u({}) ON {}").format(
+            sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in aliases),
+            sql.SQL(", ").join(map(sql.Identifier, aliases)), on)
+
+    def _in_transaction(self, what: str, work: Callable[[], T]) -> T:
+        settings = sql.SQL(", ").join(sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
+                                      for k, v in DIGEST_SETTINGS.items())
+        try:
+            with self.conn.transaction():
+                self.conn.execute(sql.SQL("SELECT {}").format(settings))
+                return work()
+        except psycopg.Error as exc:
+            raise self.fail(exc, what) from None
+
+    # ---------------------------------------------------------------- KeyRanges
+    def digest(self, rng: KeyRange) -> RangeDigest:
+        where, params = self._where(rng)
+        query = sql.SQL("SELECT count(*), coalesce(sum(('x' || left({}, 16))::bit(64)::bigint), 0)::text "
+                        "FROM {} AS q{}").format(self.row_hash, self.relation, where)
+
+        def work() -> RangeDigest:
+            row = self.conn.execute(query, params).fetchone()
+            assert row is not None
+            return RangeDigest(int(row[0]), int(row[1]))
+
+        return self._in_transaction("comparing a key range", work)
+
+    def quantiles(self, rng: KeyRange, every: int) -> list[Key]:
+        where, params = self._where(rng)
+        names = [sql.Identifier(f"k{i}") for i in range(len(self.key_cols))]
+        query = sql.SQL("SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) AS rn FROM {} AS q{}) AS s "
+                        "WHERE s.rn %% %s = 0 ORDER BY s.rn").format(
+            sql.SQL(", ").join(names),
+            sql.SQL(", ").join(sql.SQL("{} AS {}").format(t, n) for t, n in zip(self.key_texts, names, strict=True)),
+            sql.SQL(", ").join(self.key_exprs), self.relation, where)
+        return self._in_transaction("splitting a key range", lambda: [
+            tuple(str(v) for v in row) for row in self.conn.execute(query, [*params, max(1, every)]).fetchall()])
+
+    def hashes(self, rng: KeyRange) -> dict[Key, str]:
+        where, params = self._where(rng)
+        query = sql.SQL("SELECT {}, {} FROM {} AS q{}").format(
+            sql.SQL(", ").join(self.key_texts), self.row_hash, self.relation, where)
+        n = len(self.key_cols)
+        return self._in_transaction("reading a key range's rows", lambda: {
+            tuple(str(v) for v in row[:n]): str(row[n]) for row in self.conn.execute(query, params).fetchall()})
+
+    def present(self, keys: Sequence[Key]) -> set[Key]:
+        found: set[Key] = set()
+        query = sql.SQL("SELECT {} FROM {} AS q{}").format(
+            sql.SQL(", ").join(self.key_texts), self.relation, self._join_keys())
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            chunk = keys[start:start + KEYS_PER_QUERY]
+            params = [[k[i] for k in chunk] for i in range(len(self.key_cols))]
+
+            def work(params: list[Any] = params) -> list[Key]:
+                return [tuple(str(v) for v in row) for row in self.conn.execute(query, params).fetchall()]
+
+            found.update(self._in_transaction("looking keys up", work))
+        return found
+
+    def rows(self, keys: Sequence[Key]) -> Iterator[tuple[str | None, ...]]:
+        where, scope_params = self._where(None)
+        query = sql.SQL("COPY (SELECT {} FROM {} AS q{}{}) TO STDOUT").format(
+            self.select_list, self.relation, self._join_keys(), where)
+        for start in range(0, len(keys), KEYS_PER_QUERY):
+            chunk = keys[start:start + KEYS_PER_QUERY]
+            params = [[k[i] for k in chunk] for i in range(len(self.key_cols))] + scope_params
+
+            def work(params: list[Any] = params) -> list[tuple[str | None, ...]]:
+                with self.conn.cursor() as cur, cur.copy(query, params) as copy:
+                    return [tuple(None if v is None else str(v) for v in row) for row in copy.rows()]
+
+            yield from self._in_transaction("reading rows by key", work)
