@@ -1,11 +1,13 @@
 """Compare a source and its bronze copy by key ranges, without reading either whole into memory.
 
-1. Bronze's key quantiles split the key space into ranges of about `range_rows` rows (the first and
-   the last range are open, so rows beyond bronze's smallest and largest keys are inside one).
+1. Bronze's key quantiles (from a block sample on large tables) split the key space into ranges of
+   about `range_rows` rows (the first and the last range are open, so rows beyond bronze's smallest
+   and largest keys are inside one).
 2. Each range's digest (row count and order-independent hash, sources/keyranges.py) is read on both
    sides at once, the source on a second thread. Equal digests: the range is done.
-3. A differing range larger than `leaf_rows` (on either side) is split into `fanout` parts by the
-   quantiles of the side that has more rows in it, and each part compared again.
+3. A differing range larger than `leaf_rows` (on either side) is split by the quantiles of the side
+   that has more rows in it into parts of `leaf_rows` rows (at most `fanout` parts), and each part is
+   compared again.
 4. A differing range of at most `leaf_rows` rows is read key by key (keys and row hashes only) on both
    sides and diffed: keys only at the source are missing, keys only in bronze extra, keys on both sides
    with different hashes changed.
@@ -39,7 +41,7 @@ class TooManyDifferences(Terminal):
 class Options:
     range_rows: int = 100_000  # rows per first-level range
     leaf_rows: int = 1_000  # a differing range this small is compared key by key
-    fanout: int = 16  # a larger differing range is split into this many parts
+    fanout: int = 128  # a larger differing range is split into at most this many parts (of >= leaf_rows)
     list_cap: int = 10_000  # keys listed per kind of difference in the report
     max_differences: int = 1_000_000  # beyond this many differing keys, stop
     progress_seconds: float = 5.0  # how often progress is reported
@@ -79,11 +81,13 @@ def split(low: Key | None, bounds: list[Key], high: Key | None) -> list[KeyRange
 
 
 def compare(table: str, source: KeyRanges, bronze: KeyRanges, options: Options,
-            on_progress: Progress | None = None) -> Comparison:
-    """Walk the ranges (see the module's docstring); raises TooManyDifferences past the limit."""
+            on_progress: Progress | None = None, first_bounds: list[Key] | None = None) -> Comparison:
+    """Walk the ranges (see the module's docstring); raises TooManyDifferences past the limit.
+    `first_bounds`: the first level's boundaries when the caller has them (e.g. from a sample)."""
     found = Differences()
-    todo: deque[tuple[KeyRange, int]] = deque((r, 0) for r in split(
-        None, bronze.quantiles(KeyRange(), options.range_rows), None))
+    if first_bounds is None:
+        first_bounds = bronze.quantiles(KeyRange(), options.range_rows)
+    todo: deque[tuple[KeyRange, int]] = deque((r, 0) for r in split(None, first_bounds, None))
     known = len(todo)
     done = source_rows = bronze_rows = compared = 0
     next_report = time.monotonic() + options.progress_seconds
@@ -110,7 +114,9 @@ def compare(table: str, source: KeyRanges, bronze: KeyRanges, options: Options,
                         "and reconcile again")
             else:
                 bigger = source if theirs.rows > ours.rows else bronze
-                every = math.ceil(max(theirs.rows, ours.rows) / max(2, options.fanout))
+                # Straight to leaf-sized parts when that is few enough parts: each level of splitting
+                # hashes the range's rows again, so fewer levels cost less than fewer queries save.
+                every = max(options.leaf_rows, math.ceil(max(theirs.rows, ours.rows) / max(2, options.fanout)))
                 parts = split(rng.low, bigger.quantiles(rng, every), rng.high)
                 todo.extend((p, depth + 1) for p in parts)
                 known += len(parts)
