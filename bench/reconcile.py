@@ -28,7 +28,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import POSITION_DDL, POSITION_TABLE, config, dsn_for, fill, recreate, timed  # noqa: E402
+from run import POSITION_DDL, POSITION_TABLE, config, dsn_for, fill, recreate, timed
 
 SRC_DB, WH_DB = "bench_reconcile_source", "bench_reconcile_warehouse"
 

@@ -249,3 +249,21 @@ def test_tables_without_a_key_or_never_loaded_are_refused(pipeline: Pipeline) ->
     assert never.returncode == 1 and "nothing was loaded yet" in never.stderr
     keyless = reconcile(pipeline, "keyless")
     assert keyless.returncode == 1 and "set `key:`" in keyless.stderr
+
+
+def test_text_keys_collated_differently_on_the_two_sides_compare_in_binary_order(pipeline: Pipeline) -> None:
+    with pipeline.src() as conn:
+        conn.execute('CREATE TABLE tracksolid.codes (code text COLLATE "C" PRIMARY KEY, v int)')
+        conn.execute("INSERT INTO tracksolid.codes SELECT w || g, g FROM unnest(ARRAY['apple', 'Banana', 'cherry', "
+                     "'Date', 'élan', 'Zulu', '_x', '10', '9']) w, generate_series(1, 5) g")
+    pipeline.write_config("  - name: codes\n    from: tracksolid.codes\n    mode: snapshot\n    key: [code]\n")
+    pipeline.cli("migrate", check=True)
+    assert [o.status for o in pipeline.run()] == ["loaded"]
+    with pipeline.context() as ctx:
+        same = reconcile_table(ctx, "codes", options=Options(range_rows=4, leaf_rows=2))
+    assert same.differences == 0 and same.source_rows == same.bronze_rows == 45
+    with pipeline.src() as conn:
+        conn.execute("DELETE FROM tracksolid.codes WHERE code IN ('Banana3', 'élan1')")
+    found = reconcile(pipeline, "codes", "--json", "--range-rows", "4", "--leaf-rows", "2")
+    [report] = json.loads(found.stdout)["tables"]
+    assert [k["code"] for k in report["extra"]["keys"]] == ["Banana3", "élan1"] and report["differences"] == 2

@@ -99,6 +99,13 @@ class KeyRanges(Protocol):
     """One side of a reconcile (a source table, or its bronze copy) read by key range, within a scope
     (for incremental tables: rows whose watermark is not NULL and at most the stored watermark)."""
 
+    def collations(self) -> list[str | None]:
+        """Per key column, the collation that orders it (e.g. `"C"`, `default: libc en_US.UTF-8`), or
+        None when its type has none: sides whose text keys collate differently compare in binary order."""
+
+    def use_binary_order(self) -> None:
+        """Order and compare text key columns with COLLATE "C" from now on."""
+
     def digest(self, rng: KeyRange) -> RangeDigest:
         """Row count and hash of the range."""
 

@@ -35,6 +35,7 @@ from bronzeline.sources.base import Column, Key, KeyRange, RangeDigest
 DIGEST_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
                    "extra_float_digits": "3", "bytea_output": "hex"}
 KEYS_PER_QUERY = 1000
+COLLATABLE_TYPES = frozenset({"text", "character varying", "character", "citext", "name"})
 T = TypeVar("T")
 Fail = Callable[[psycopg.Error, str], BronzelineError]
 
@@ -122,6 +123,36 @@ class RangeReader:
             raise self.fail(exc, what) from None
 
     # ---------------------------------------------------------------- KeyRanges
+    def _collatable(self) -> list[bool]:
+        return [c.type.split("(")[0] in COLLATABLE_TYPES for c in self.key_cols]
+
+    def collations(self) -> list[str | None]:
+        shown = [sql.SQL("pg_collation_for((SELECT {} FROM {} AS q LIMIT 0))").format(e, self.relation)
+                 for e, ok in zip(self.key_exprs, self._collatable(), strict=True) if ok]
+        if not shown:
+            return [None] * len(self.key_cols)
+        exprs = sql.SQL(", ").join(shown)
+
+        def work() -> list[str | None]:
+            try:
+                with self.conn.transaction():  # a savepoint: the fallback below runs after a failure
+                    row = self.conn.execute(sql.SQL(
+                        "SELECT {}, (SELECT d.datlocprovider::text || ' ' || coalesce(d.daticulocale, d.datcollate) "
+                        "FROM pg_database d WHERE d.datname = current_database())").format(exprs)).fetchone()
+            except psycopg.errors.UndefinedColumn:  # before PostgreSQL 15 (no daticulocale): libc only
+                row = self.conn.execute(sql.SQL("SELECT {}, (SELECT 'c ' || datcollate FROM pg_database "
+                                                "WHERE datname = current_database())").format(exprs)).fetchone()
+            assert row is not None
+            found = iter(f"default: {row[-1]}" if v == '"default"' else str(v) for v in row[:-1])
+            return [next(found) if ok else None for ok in self._collatable()]
+
+        return self._in_transaction("reading the key's collation", work)
+
+    def use_binary_order(self) -> None:
+        self.key_exprs = [sql.SQL('({}) COLLATE "C"').format(e) if ok else e
+                          for e, ok in zip(self.key_exprs, self._collatable(), strict=True)]
+        self.key_texts = [sql.SQL("({})::text").format(e) for e in self.key_exprs]
+
     def digest(self, rng: KeyRange) -> RangeDigest:
         where, params = self._where(rng)
         query = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended({}, 0)), 0)::text FROM {} AS q{}").format(
