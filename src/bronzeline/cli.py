@@ -372,6 +372,44 @@ def resync(state: State, tables: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@click.argument("tables", nargs=-1, required=True)
+@click.option("--repair", is_flag=True,
+              help="load the missing and changed rows and delete the extra ones (one ledgered batch)")
+@click.option("--json", "as_json", is_flag=True, help="print JSON (every differing key, up to 10,000 per kind)")
+@click.option("--range-rows", default=100_000, show_default=True, type=click.IntRange(2),
+              help="rows per key range compared first")
+@click.option("--leaf-rows", default=1_000, show_default=True, type=click.IntRange(1),
+              help="a differing range this small is compared key by key")
+@guarded
+def reconcile(state: State, tables: tuple[str, ...], repair: bool, as_json: bool, range_rows: int,
+              leaf_rows: int) -> None:
+    """Compare source and bronze by key ranges (up to the watermark): missing, extra and changed keys;
+    exit 1 if any differ (and were not repaired)."""
+    from bronzeline.context import Context
+    from bronzeline.reconcile import Options, reconcile_table
+
+    config = state.config
+    names = [config.table(name).name for name in tables]
+    options = Options(range_rows=range_rows, leaf_rows=leaf_rows)
+
+    def progress(table: str, done: int, known: int, rows: int) -> None:
+        err.print(f"{table}: {done:,} of {known:,} key ranges compared ({rows:,} rows)", markup=False)
+
+    reports = []
+    with Context(config) as ctx:
+        for name in names:
+            report = reconcile_table(ctx, name, repair=repair, options=options, on_progress=progress)
+            reports.append(report)
+            if not as_json:
+                for line in report.lines():
+                    out.print(line, markup=False, highlight=False)
+    if as_json:
+        click.echo(json.dumps({"tables": [r.as_json() for r in reports]}, indent=2))
+    if not all(r.ok for r in reports):
+        sys.exit(1)
+
+
+@cli.command()
 @click.argument("table", required=False)
 @click.option("--limit", default=20, show_default=True, help="how many runs")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 import psycopg
@@ -42,6 +43,7 @@ from bronzeline.text import first_line, from_iso, iso
 from bronzeline.warehouse import ddl
 from bronzeline.warehouse.control import Control
 from bronzeline.warehouse.loader import Loader, LoadRejected, LoadResult
+from bronzeline.warehouse.repair_load import is_repair, load_repair
 
 _PROGRESS_EVERY = 8 << 20
 
@@ -320,9 +322,11 @@ class TableRun:
         """Load a complete batch waiting in exports/ (a retry, or a replay)."""
         store = self.ctx.store
         where = area.display(keys.data)
+        loader = self._loader()
+        load = partial(load_repair, loader) if is_repair(manifest) else loader.load  # reconcile --repair's batch
         try:
-            result = self._loader().load(table, manifest.column_names, batch.read_verified(store, keys.data, manifest),
-                                         lambda: manifest, advance=advance, where=where)
+            result = load(table, manifest.column_names, batch.read_verified(store, keys.data, manifest),
+                          lambda: manifest, advance=advance, where=where)
         except LoadRejected as exc:
             if batch.stored_matches(store, keys.data, manifest):
                 # The file is intact: the warehouse refused its content. Keep it for a retry once fixed.
@@ -337,6 +341,12 @@ class TableRun:
         crash_point("committed")
         area.move(keys, "processed", between=lambda: crash_point("moving"))
         return result
+
+    def load_waiting(self, table: TableConfig, area: Area, keys: BatchKeys) -> tuple[Manifest, LoadResult]:
+        """Load one complete batch that waits in exports/ and move it to processed/ (or to failed/ when it
+        does not match its manifest): how `reconcile --repair` loads the batch it has just written."""
+        manifest = area.read_manifest(keys.manifest)
+        return manifest, self._load(table, area, manifest, keys, advance=False)
 
     def _refuse(self, table: TableConfig, area: Area, manifest_key: str, data_key: str | None, why: str) -> None:
         """Move a batch to failed/ and mark its run failed; the watermark stays."""

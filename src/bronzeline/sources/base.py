@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -85,6 +85,54 @@ def key_text(key: list[str], values: tuple[object, ...]) -> str:
     return f"({', '.join(key)}) = ({', '.join(shown)})"
 
 
+Key = tuple[str, ...]  # a key's values as text (each key column's ::text), in `key:` order
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """Rows whose key is above `low` (exclusive) and up to `high` (inclusive); None is unbounded."""
+
+    low: Key | None = None
+    high: Key | None = None
+
+
+@dataclass(frozen=True)
+class RangeDigest:
+    """A key range's row count and order-independent hash (equal rows on both sides give equal digests)."""
+
+    rows: int
+    hash: int
+
+
+class KeyRanges(Protocol):
+    """One side of a reconcile (a source table, or its bronze copy) read by key range, within a scope
+    (for incremental tables: rows whose watermark is not NULL and at most the stored watermark)."""
+
+    def collations(self) -> list[str | None]:
+        """Per key column, the collation that orders it (e.g. `"C"`, `default: libc en_US.UTF-8`), or
+        None when its type has none: sides whose text keys collate differently compare in binary order."""
+
+    def use_binary_order(self) -> None:
+        """Order and compare text key columns with COLLATE "C" from now on."""
+
+    def digest(self, rng: KeyRange) -> RangeDigest:
+        """Row count and hash of the range."""
+
+    def quantiles(self, rng: KeyRange, every: int) -> list[Key]:
+        """Every `every`-th key of the range in key order: boundaries that split it into parts of
+        `every` rows."""
+
+    def hashes(self, rng: KeyRange) -> dict[Key, str]:
+        """Each row's key and hash (md5 of its canonical text); callers ask for small ranges only."""
+
+    def present(self, keys: Sequence[Key]) -> set[Key]:
+        """Which of these keys exist at all, whatever their watermark."""
+
+    def rows(self, keys: Sequence[Key]) -> Iterator[tuple[str | None, ...]]:
+        """The rows in scope with these keys, each as its columns' text (as the extract writes them);
+        streamed in chunks of keys."""
+
+
 class Extract(Protocol):
     rows: int | None  # set once the chunks are exhausted
 
@@ -109,6 +157,9 @@ class Source(Protocol):
 
     def extract(self, table: TableConfig, columns: list[Column], window: Window) -> Extract:
         """The window as CSV chunks (streamed, not held in memory)."""
+
+    def key_ranges(self, table: TableConfig, columns: list[Column], window: Window) -> KeyRanges:
+        """The table read by key range for `reconcile`; incremental tables only up to `window.end`."""
 
     # -- for verify: counts and samples read with the extract's own predicate on the watermark
     def server_info(self) -> ServerInfo | None:

@@ -18,6 +18,7 @@ from bronzeline.sources.base import Bound, CdcFindings, Column, Findings, Server
 from bronzeline.sources.cdc.changes import SlotHealth
 from bronzeline.sources.cdc.health import read_slot_health
 from bronzeline.sources.cdc.readiness import cdc_readiness
+from bronzeline.sources.keyranges import RangeReader
 from bronzeline.text import first_line
 
 # A transaction's start is stamped a few instructions before pg_stat_activity shows it; hold the
@@ -329,6 +330,18 @@ class PostgresSource:
                     conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def key_ranges(self, table: TableConfig, columns: list[Column], window: Window) -> RangeReader:
+        high: Any = window.end if table.mode == "incremental" else None
+        wm = next((c for c in columns if c.name == table.watermark), None)
+        if high is not None and wm is not None and wm.type == "timestamp without time zone":
+            high = self.local_timestamp(high)  # compared in the source's time zone, as the extract does
+
+        def fail(exc: psycopg.Error, what: str) -> SourceError:
+            return self._fail(table, exc, what)
+
+        return RangeReader(self.conn, self.relation(table), table, columns, watermark_high=high,
+                           select_list=self.select_list(columns, table), fail=fail)
 
     # -- for verify (reads only): counts with the extract's own predicate, samples, who the login is
     def server_info(self) -> ServerInfo:
