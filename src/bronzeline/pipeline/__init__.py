@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -22,6 +23,7 @@ from bronzeline.config.models import Config
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError, ConfigError
 from bronzeline.events import EventSink, Progress
+from bronzeline.pipeline import chunks
 from bronzeline.pipeline.attempts import Attempts, PassState, classify
 from bronzeline.pipeline.table_run import RunRequest, TableOutcome, TableRun
 from bronzeline.sources.base import Window
@@ -48,10 +50,18 @@ def run_tables(config: Config, requests: Sequence[str | RunRequest] | None = Non
         if ctx is None:
             first.close()
         raise
+    if any(chunks.is_chunked(config.table(r.table)) for r in todo_list):
+        try:
+            todo_list = chunks.expand(first, todo_list, on_event or (lambda _: None))
+        except BaseException:
+            if ctx is None:
+                first.close()
+            raise
     todo: queue.Queue[RunRequest] = queue.Queue()
     for request in todo_list:
         todo.put(request)
-    results: dict[str, TableOutcome] = {}
+    results: dict[tuple[str, int | None], TableOutcome] = {}
+    spans: dict[tuple[str, int | None], tuple[float, float]] = {}
     errors: list[BaseException] = []
 
     def work(wctx: Context) -> None:
@@ -63,7 +73,9 @@ def run_tables(config: Config, requests: Sequence[str | RunRequest] | None = Non
                         request = todo.get_nowait()
                     except queue.Empty:
                         return
-                    results[request.table] = attempts.run(request)
+                    began = time.monotonic()
+                    results[(request.table, request.chunk)] = attempts.run(request)
+                    spans[(request.table, request.chunk)] = (began, time.monotonic())
                 attempts.flush()
         except BaseException as exc:  # surfaced in the calling thread
             errors.append(exc)
@@ -81,7 +93,42 @@ def run_tables(config: Config, requests: Sequence[str | RunRequest] | None = Non
             thread.join()
     if errors:
         raise errors[0]
-    return [results[r.table] for r in todo_list if r.table in results]
+    return _by_table(todo_list, results, spans)
+
+
+def _by_table(asked: list[RunRequest], results: dict[tuple[str, int | None], TableOutcome],
+              spans: dict[tuple[str, int | None], tuple[float, float]]) -> list[TableOutcome]:
+    """One outcome per table, in the order asked: a table's chunk runs add up to one (failed when a
+    chunk failed; its seconds from the first chunk's start to the last one's end)."""
+    out: list[TableOutcome] = []
+    seen: dict[str, list[tuple[str, int | None]]] = {}
+    for r in asked:
+        if (r.table, r.chunk) in results:
+            seen.setdefault(r.table, []).append((r.table, r.chunk))
+    for table, keys in seen.items():
+        if len(keys) == 1 and keys[0][1] is None:
+            out.append(results[keys[0]])
+            continue
+        parts = [results[k] for k in keys]
+        merged = TableOutcome(table, "loaded")
+        for part in parts:
+            merged.runs += part.runs
+            merged.files += part.files
+            merged.rows_extracted += part.rows_extracted
+            merged.rows_loaded += part.rows_loaded
+            merged.rows_skipped += part.rows_skipped
+            merged.rows_deleted += part.rows_deleted
+            merged.window = merged.window or part.window
+            merged.attempts = max(merged.attempts, part.attempts)
+        failed = [p for p in parts if p.status == "failed"]
+        if failed:
+            merged.status, merged.error = "failed", failed[0].error
+            merged.message = "; ".join(p.message for p in failed)
+        elif all(p.status == "skipped" for p in parts):
+            merged.status, merged.message = "skipped", parts[0].message
+        merged.seconds = max(spans[k][1] for k in keys) - min(spans[k][0] for k in keys)
+        out.append(merged)
+    return out
 
 
 def _require_migrated(ctx: Context, ride_out_outage: bool) -> None:
@@ -108,9 +155,19 @@ def backfill(config: Config, name: str, since: datetime, until: datetime | None 
     return outcome
 
 
-def reseed(config: Config, name: str, *, on_event: EventSink | None = None, debug: bool = False) -> TableOutcome:
-    """Back-fill all history: forget the watermark and run the table now, in one locked run."""
+def reseed(config: Config, name: str, *, on_event: EventSink | None = None, debug: bool = False,
+           workers: int = 1) -> TableOutcome:
+    """Back-fill all history: forget the watermark and run the table now, in one locked run. A chunked
+    table forgets its watermark (and any chunked load under way) first, then loads anew in chunks,
+    `workers` at a time."""
     table = config.table(name)
+    if chunks.is_chunked(table):
+        [forgot] = run_tables(config, [RunRequest(table.name, rewind=True, rewind_to=None, extract=False)],
+                              on_event=on_event, debug=debug)
+        if forgot.status != "loaded":
+            return forgot
+        [outcome] = run_tables(config, [table.name], workers=workers, on_event=on_event, debug=debug)
+        return outcome
     request = RunRequest(table.name, rewind=table.mode == "incremental", rewind_to=None)
     [outcome] = run_tables(config, [request], on_event=on_event, debug=debug)
     return outcome
@@ -125,4 +182,4 @@ def parse_timestamp(text: str, config: Config) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=config.tz)
 
 
-__all__ = ["PassState", "RunRequest", "TableOutcome", "backfill", "parse_timestamp", "reseed", "run_tables"]
+__all__ = ["PassState", "RunRequest", "TableOutcome", "backfill", "chunks", "parse_timestamp", "reseed", "run_tables"]

@@ -35,9 +35,25 @@ class Bound:
 
 
 @dataclass(frozen=True)
+class KeyRange:
+    """One chunk of a chunked first load: rows whose key (compared as a row, on the first
+    len(low)/len(high) key columns) is above `low` and at most `high`. Bounds are text, cast to the
+    key columns' types by the source; None means unbounded. `with_nulls` also takes rows with a NULL
+    key column (the first chunk does, so such a row fails the load as it would in one window)."""
+
+    columns: tuple[str, ...]
+    low: tuple[str, ...] | None  # exclusive
+    high: tuple[str, ...] | None  # inclusive
+    with_nulls: bool = False
+    chunk: int = 0  # which chunk of how many, for messages
+    of: int = 0
+
+
+@dataclass(frozen=True)
 class Window:
     start: datetime | None  # exclusive; None = from the beginning
     end: datetime | None  # inclusive; None for snapshots
+    keys: KeyRange | None = None  # a chunk of a chunked first load: only these keys
 
 
 @dataclass(frozen=True)
@@ -99,7 +115,15 @@ class Source(Protocol):
         """A snapshot-safe inclusive upper bound for the next window."""
 
     def extract(self, table: TableConfig, columns: list[Column], window: Window) -> Extract:
-        """The window as CSV chunks (streamed, not held in memory)."""
+        """The window as CSV chunks (streamed, not held in memory); only `window.keys` when set."""
+
+    # -- for chunked first loads
+    def row_estimate(self, table: TableConfig) -> int:
+        """About how many rows the table (or query) has: the catalog's estimate, else a count."""
+
+    def key_boundaries(self, table: TableConfig, count: int) -> list[tuple[str, ...]]:
+        """Up to count - 1 ascending, distinct key values (as text; a prefix of the key when read from
+        statistics) that split the table's rows into `count` ranges of about equal size."""
 
     # -- for verify: counts and samples read with the extract's own predicate on the watermark
     def server_info(self) -> ServerInfo | None:
