@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from bronzeline.pipeline import RunRequest, reseed, run_tables
+from bronzeline.pipeline.chunks import chunk_count, pending_chunks
 from bronzeline.sources import postgres_chunks
 from tests.cli import invoke
 from tests.integration.pipeline import Pipeline, table_digest
@@ -81,6 +82,10 @@ def cli(pipeline: Pipeline, *args: str) -> Any:
 
 def test_first_load_in_four_chunks_one_at_a_time(pipeline: Pipeline) -> None:
     setup(pipeline, rows=20_000)
+    with pipeline.context() as ctx:
+        table = ctx.config.table("events")
+        assert chunk_count(ctx.config, table, ctx.source(table.source)) == 4
+        assert pending_chunks(ctx, table) == [1, 2, 3, 4]  # not planned yet
     for k in (1, 2, 3):
         result = cli(pipeline, "run", "events", "--chunk", str(k))
         assert result.returncode == 0, result.stderr
@@ -88,6 +93,8 @@ def test_first_load_in_four_chunks_one_at_a_time(pipeline: Pipeline) -> None:
         [row] = json.loads(cli(pipeline, "status", "--json").stdout)["tables"]
         assert row["chunks"] == {"loaded": k, "total": 4}
     assert "chunk 3/4 loaded" in cli(pipeline, "status").stdout
+    with pipeline.context() as ctx:
+        assert pending_chunks(ctx, ctx.config.table("events")) == [4]
     again = cli(pipeline, "run", "events", "--chunk", "2")
     assert again.returncode == 0 and "chunk 2/4 is already loaded" in again.stderr
     assert cli(pipeline, "run", "events", "--chunk", "4").returncode == 0
@@ -112,7 +119,7 @@ def test_first_load_in_four_chunks_one_at_a_time(pipeline: Pipeline) -> None:
 
 
 def test_parallel_chunks_overlap_and_a_concurrent_writer_loses_nothing(pipeline: Pipeline) -> None:
-    setup(pipeline, rows=150_000)
+    setup(pipeline, rows=80_000)
     stop = threading.Event()
     written = [0]
 
@@ -129,7 +136,7 @@ def test_parallel_chunks_overlap_and_a_concurrent_writer_loses_nothing(pipeline:
         time.sleep(0.2)
         thread = threading.Thread(target=writer)
         thread.start()
-        committer = threading.Timer(1.0, lambda: late.execute("COMMIT"))
+        committer = threading.Timer(0.5, lambda: late.execute("COMMIT"))
         committer.start()
         try:
             [outcome] = pipeline.run(workers=2)
@@ -222,11 +229,12 @@ def test_composite_and_text_keys_by_ntile_and_by_statistics(pipeline: Pipeline,
     with pipeline.src() as conn:
         conn.execute("CREATE TABLE tracksolid.fixes (imei text, seq int, recorded_at timestamptz NOT NULL "
                      "DEFAULT now(), note text, PRIMARY KEY (imei, seq))")
-        conn.execute("INSERT INTO tracksolid.fixes (imei, seq, note) SELECT 'imei-' || lpad((g % 997)::text, 4, '0'), g, NULL "
-                     "FROM generate_series(1, 6000) g")
+        conn.execute("INSERT INTO tracksolid.fixes (imei, seq, note) "
+                     "SELECT 'imei-' || lpad((g % 997)::text, 4, '0'), g, NULL FROM generate_series(1, 6000) g")
         conn.execute("CREATE TABLE tracksolid.plates (plate text PRIMARY KEY, recorded_at timestamptz NOT NULL "
                      "DEFAULT now())")
-        conn.execute("INSERT INTO tracksolid.plates (plate) SELECT 'KD' || md5(g::text) FROM generate_series(1, 3000) g")
+        conn.execute("INSERT INTO tracksolid.plates (plate) SELECT 'KD' || md5(g::text) "
+                     "FROM generate_series(1, 3000) g")
         conn.execute("ANALYZE tracksolid.fixes")
     pipeline.write_config(events_table("chunks: 5", "[imei, seq]", "fixes") + events_table("chunks: 3", "[plate]",
                                                                                           "plates"))
