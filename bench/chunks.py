@@ -40,19 +40,23 @@ Amdahl: T(j) = T1 × ((1 - p) + p / j), as long as there are cores for j chunks 
 its source backend and its warehouse backend, plus bronzeline's gzip thread).
 
 Measured on the 2-core test machine (source, bronzeline and warehouse on the same two cores, shared
-with other users; 5 M rows, min of 1): single stream 58.4 s, `chunks: 4` `-j 1` 76.0 s (0.77 × the
-single stream: the merge and per-row index upkeep), `-j 2` 60.6 s (1.26 × `-j 1`). By Amdahl that
-is p ≈ 0.41 — a lower bound, since this machine has no idle core to give the second chunk: a
-single stream already keeps both cores busy.
+with other users; 5 M rows, min of 2): single stream 38.5 s, `chunks: 4` `-j 1` 76.4 s (0.50 × the
+single stream: the merge and per-row index upkeep), `-j 2` 62.3 s (1.23 × `-j 1`). An earlier run
+(min of 1, a busier moment): 58.4 s, 76.0 s, 60.6 s (1.25 × `-j 1`). By Amdahl, T1/T2 ≈ 1.24 is
+p ≈ 0.38 — a lower bound, since this machine has no idle core to give the second chunk: a single
+stream already keeps both cores busy.
 
 On paper, an 8-core warehouse with the source on its own server: the WAL of 5 M rows with a primary
-key and a watermark index is about 1.5 GB, a few seconds of sequential writes on an SSD, against tens
-of seconds of CPU per chunk set, so p ≈ 0.8 is the realistic figure, and four to eight chunks fill
-the cores. Then `-j 8` ≈ T1 × (0.2 + 0.8 / 8) = T1 / 3.3 ≈ 2.5 × the single stream (with the
-pessimistic p = 0.41 from this machine: T1 / 1.6 ≈ 1.2 ×). Beyond that the warehouse's WAL and disk
-are the limit, whatever the number of chunks; more chunks still help in one way — a 10-hour load
-becomes N resumable pieces that orchestrator tasks (`run TABLE --chunk K`) can run from separate
-machines against one warehouse, and a failure costs one chunk, not the whole load.
+key and a watermark index is about 1.5 GB, a few seconds of sequential writes on an SSD, against
+tens of seconds of CPU (source scan, gzip, stage COPY and index, merge) spread over the chunks'
+processes, so p ≈ 0.8 is the realistic figure, and four to eight chunks fill the cores. Then
+`-j 8` ≈ T1 × (0.2 + 0.8 / 8) = T1 / 3.3; with T1 ≈ 1.5–2 × the single stream (as measured here),
+that is about 1.7–2.2 × faster than one stream, whose three pipelined processes cannot use more than
+about three cores. With the pessimistic p ≈ 0.38 from this machine, `-j 8` would only match the
+single stream. Beyond that the warehouse's WAL and disk are the limit, whatever the number of
+chunks. Chunks pay off in another way too: a 10-hour load becomes N resumable pieces that
+orchestrator tasks (`run TABLE --chunk K`) can run from separate machines against one warehouse, and
+a failure costs one chunk, not the whole load.
 """
 
 from __future__ import annotations

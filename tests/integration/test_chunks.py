@@ -194,6 +194,8 @@ def test_a_failed_chunk_is_retried_alone(pipeline: Pipeline) -> None:
     assert watermark(pipeline) is None
     [row] = json.loads(pipeline.cli("status", "--json", check=True).stdout)["tables"]
     assert row["chunks"] == {"loaded": 3, "total": 4}
+    refused = cli(pipeline, "backfill", "events", "--since", "2020-01-01T00:00:00Z")
+    assert refused.returncode == 1 and "chunked first load is under way (3/4 chunks loaded)" in refused.stderr
     first = ledger(pipeline)
     with pipeline.src() as conn:
         conn.execute("DELETE FROM tracksolid.events WHERE imei = 'twin'")

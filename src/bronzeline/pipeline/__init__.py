@@ -22,7 +22,7 @@ import psycopg
 from bronzeline.config.models import Config
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError, ConfigError
-from bronzeline.events import EventSink, Progress
+from bronzeline.events import EventSink, Progress, ignore
 from bronzeline.pipeline import chunks
 from bronzeline.pipeline.attempts import Attempts, PassState, classify
 from bronzeline.pipeline.table_run import RunRequest, TableOutcome, TableRun
@@ -52,7 +52,7 @@ def run_tables(config: Config, requests: Sequence[str | RunRequest] | None = Non
         raise
     if any(chunks.is_chunked(config.table(r.table)) for r in todo_list):
         try:
-            todo_list = chunks.expand(first, todo_list, on_event or (lambda _: None))
+            todo_list = chunks.expand(first, todo_list, on_event or ignore)
         except BaseException:
             if ctx is None:
                 first.close()

@@ -286,6 +286,8 @@ class TableRun:
             if chunk is not None:
                 crash_point(f"chunk-{chunk.chunk}-{point}")  # the crash tests' way to stop in one chunk
 
+        label = table.name if chunk is None else f"{table.name} chunk {chunk.chunk}/{chunk.of}"  # progress bars
+
         def tee() -> Iterator[bytes]:
             with store.open_write(keys.data) as handle:
                 writer = BatchWriter(handle, blob.compression, blob.compression_level)
@@ -293,7 +295,7 @@ class TableRun:
                     for piece in stream:
                         writer.write(piece)
                         crash("extract")
-                        self._report_progress(table.name, writer)
+                        self._report_progress(label, writer)
                         yield piece
                     writer.finish()
                 finally:
