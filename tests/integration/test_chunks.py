@@ -13,8 +13,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from bronzeline.pipeline import RunRequest, reseed, run_tables
+from bronzeline.pipeline import PassState, RunRequest, reseed, run_tables
+from bronzeline.pipeline.attempts import Attempts
 from bronzeline.pipeline.chunks import chunk_count, pending_chunks
+from bronzeline.pipeline.table_run import TableRun
 from bronzeline.sources import postgres_chunks
 from tests.cli import invoke
 from tests.integration.pipeline import Pipeline, table_digest
@@ -261,4 +263,40 @@ def test_an_empty_table_and_more_chunks_than_keys(pipeline: Pipeline) -> None:
     [outcome] = pipeline.run()
     assert outcome.status == "loaded" and outcome.rows_loaded == 2
     assert plans(pipeline)[0][1] == "done" and watermark(pipeline) == plans(pipeline)[0][2]
+    parity(pipeline)
+
+
+def test_two_last_chunks_finishing_together_move_the_watermark_once(pipeline: Pipeline) -> None:
+    setup(pipeline, rows=8_000)
+    for k in (1, 2):
+        assert cli(pipeline, "run", "events", "--chunk", str(k)).returncode == 0
+    [(plan_id, _, upper, _)] = plans(pipeline)
+    outcomes: list[Any] = []
+    with pipeline.wh() as holder:
+        holder.execute("BEGIN")  # hold the plan's row: both loads reach their last step and wait there
+        holder.execute("SELECT 1 FROM dwh_control.chunk_plans WHERE plan_id = %s FOR UPDATE", (plan_id,))
+        thread = threading.Thread(target=lambda: outcomes.extend(run_tables(
+            pipeline.config(), [RunRequest("events", chunk=3), RunRequest("events", chunk=4)], workers=2)))
+        thread.start()
+        deadline = time.monotonic() + 30
+        while [r[1] for r in ledger(pipeline)].count("uploaded") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [r[1] for r in ledger(pipeline)].count("uploaded") == 2  # both waiting to commit
+        holder.execute("COMMIT")
+        thread.join()
+    assert [o.status for o in outcomes] == ["loaded"]
+    assert watermark(pipeline) == upper and plans(pipeline)[0][1] == "done"
+    parity(pipeline)
+
+
+def test_a_plain_attempt_runs_the_chunks_itself_when_run_tables_could_not_split_it(pipeline: Pipeline) -> None:
+    """run_tables splits a pending chunked load into chunk requests; when it cannot (the plan could not
+    be made then), the plain attempt, holding the table's lock, plans and runs the chunks in turn."""
+    setup(pipeline, rows=8_000)
+    with pipeline.context() as ctx:
+        outcome = Attempts(TableRun(ctx), PassState()).run(RunRequest("events"))
+    assert outcome.status == "loaded", outcome.message
+    assert len(outcome.runs) == 4 and outcome.rows_loaded == 8_000
+    [(_, status, upper, _)] = plans(pipeline)
+    assert status == "done" and watermark(pipeline) == upper
     parity(pipeline)
