@@ -27,7 +27,8 @@ class TableStatus:
     failures_24h: int
     last_status: str | None
     last_error: str | None  # the latest run's error, when it failed
-    chunks: ChunkProgress | None = None  # a chunked first load under way
+    chunked: bool = False  # the table splits its first load (`chunks:`/`chunk_rows:`)
+    chunks: ChunkProgress | None = None  # its chunked first load under way
 
     @property
     def chunks_text(self) -> str | None:
@@ -35,8 +36,10 @@ class TableStatus:
         return None if self.chunks is None else f"chunk {self.chunks.loaded}/{self.chunks.total} loaded"
 
     def as_json(self) -> dict[str, Any]:
-        """The `status --json` (and /api/status) shape: ISO-8601 times with their offset, numbers as numbers."""
-        return {
+        """The `status --json` (and /api/status) shape: ISO-8601 times with their offset, numbers as numbers.
+        Tables with `chunks:`/`chunk_rows:` also have `chunks` ({"loaded", "total"} while a chunked first
+        load is under way, else null)."""
+        shape: dict[str, Any] = {
             "table": self.table,
             "mode": self.mode,
             "last_loaded_at": iso(self.last_loaded_at),
@@ -49,8 +52,10 @@ class TableStatus:
             "failures_24h": self.failures_24h,
             "last_status": self.last_status,
             "last_error": self.last_error,
-            "chunks": None if self.chunks is None else self.chunks.as_json(),
         }
+        if self.chunked:
+            shape["chunks"] = None if self.chunks is None else self.chunks.as_json()
+        return shape
 
 
 def table_status(ctx: Context) -> list[TableStatus]:
@@ -68,7 +73,7 @@ def table_status(ctx: Context) -> list[TableStatus]:
             watermark=row.watermark, rows_loaded_last_run=row.rows_loaded_last_run,
             rows_skipped_last_run=row.rows_skipped_last_run, pending_files=pending.complete,
             incomplete_files=pending.incomplete, failures_24h=row.failures_24h, last_status=row.last_status,
-            last_error=row.last_error, chunks=chunked.get(table.name)))
+            last_error=row.last_error, chunked=chunks.is_chunked(table), chunks=chunked.get(table.name)))
     return out
 
 
