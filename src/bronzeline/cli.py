@@ -216,14 +216,20 @@ def _print_outcomes(outcomes: list[TableOutcome]) -> int:
 @cli.command()
 @click.argument("tables", nargs=-1)
 @click.option("-j", "--workers", default=1, show_default=True, type=click.IntRange(1, 32),
-              help="tables run at once, each worker with its own connections")
+              help="tables (or chunks of a chunked first load) run at once, each worker with its own connections")
+@click.option("--chunk", type=click.IntRange(min=1), metavar="K",
+              help="run only chunk K (1-based) of TABLE's chunked first load")
 @guarded
-def run(state: State, tables: tuple[str, ...], workers: int) -> None:
+def run(state: State, tables: tuple[str, ...], workers: int, chunk: int | None) -> None:
     """Run each table (all by default): pending files, then a new window."""
-    from bronzeline.pipeline import run_tables
+    from bronzeline.pipeline import RunRequest, run_tables
 
     config = state.config
-    names = [config.table(name).name for name in tables] or None
+    names: list[str | RunRequest] | None = [config.table(name).name for name in tables] or None
+    if chunk is not None:
+        if len(tables) != 1:
+            raise click.UsageError("--chunk runs one chunk of one table: name exactly one TABLE")
+        names = [RunRequest(config.table(tables[0]).name, chunk=chunk)]
     progress = ExtractProgress() if sys.stderr.isatty() else None
     with progress.bars if progress is not None else contextlib.nullcontext():
         outcomes = run_tables(config, names, workers=workers, on_event=_event, on_progress=progress,
@@ -271,7 +277,7 @@ def _status_table(project: str, rows: list[TableStatus], models: list[ModelStatu
         if r.incomplete_files:
             pending += f" [yellow]+{r.incomplete_files} incomplete[/yellow]"
         grid.add_row(r.table, r.mode, _short(r.last_loaded_at), human_duration(r.lag_seconds),
-                     _num(r.rows_loaded_last_run), _short(r.watermark), pending,
+                     _num(r.rows_loaded_last_run), r.chunks_text or _short(r.watermark), pending,
                      f"[red]{r.failures_24h}[/red]" if r.failures_24h else "0")
     out.print(grid)
     if not models:

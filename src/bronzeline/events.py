@@ -122,6 +122,17 @@ class Unrecorded(Event):
                 "they are written when it is back")
 
 
+@dataclass(frozen=True)
+class ChunksPlanned(Event):
+    chunks: int
+    bound: datetime
+    estimated_rows: int | None
+
+    def render(self) -> str:
+        rows = f" (about {self.estimated_rows:,} rows)" if self.estimated_rows is not None else ""
+        return f"first load split into {self.chunks} key ranges{rows}, each read up to {self.bound}"
+
+
 EventSink = Callable[[Event], None]
 Progress = Callable[[str, int], None]  # (table, bytes written so far)
 

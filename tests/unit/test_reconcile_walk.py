@@ -10,7 +10,7 @@ import pytest
 
 from bronzeline.reconcile.compare import Differences, Options, TooManyDifferences, compare, split
 from bronzeline.reconcile.report import KeyList
-from bronzeline.sources.base import Key, KeyRange, RangeDigest
+from bronzeline.sources.base import Key, KeySpan, RangeDigest
 
 Order = Callable[[Key], tuple[object, ...]]
 
@@ -27,20 +27,20 @@ class Side:
         self.order = order
         self.largest_read = 0  # the most rows one hashes() call returned
 
-    def _in(self, rng: KeyRange) -> list[Key]:
+    def _in(self, rng: KeySpan) -> list[Key]:
         keys = sorted(self.rows, key=self.order)
         return [k for k in keys if (rng.low is None or self.order(k) > self.order(rng.low))
                 and (rng.high is None or self.order(k) <= self.order(rng.high))]
 
-    def digest(self, rng: KeyRange) -> RangeDigest:
+    def digest(self, rng: KeySpan) -> RangeDigest:
         keys = self._in(rng)
         total = sum(int(hashlib.md5(f"{k}{self.rows[k]}".encode()).hexdigest()[:16], 16) for k in keys)
         return RangeDigest(len(keys), total)
 
-    def quantiles(self, rng: KeyRange, every: int) -> list[Key]:
+    def quantiles(self, rng: KeySpan, every: int) -> list[Key]:
         return self._in(rng)[every - 1::every]
 
-    def hashes(self, rng: KeyRange) -> dict[Key, str]:
+    def hashes(self, rng: KeySpan) -> dict[Key, str]:
         found = {k: self.rows[k] for k in self._in(rng)}
         self.largest_read = max(self.largest_read, len(found))
         return found
@@ -102,7 +102,7 @@ def test_too_many_differences_stop_the_walk() -> None:
 
 
 def test_split_and_lists() -> None:
-    assert split(None, [("5",), ("9",)], ("9",)) == [KeyRange(None, ("5",)), KeyRange(("5",), ("9",))]
-    assert split(("1",), [], None) == [KeyRange(("1",), None)]
+    assert split(None, [("5",), ("9",)], ("9",)) == [KeySpan(None, ("5",)), KeySpan(("5",), ("9",))]
+    assert split(("1",), [], None) == [KeySpan(("1",), None)]
     listed = KeyList.of([("10",), ("9",), ("b",), ("a",)], cap=3)
     assert listed.keys == [("9",), ("10",), ("a",)] and listed.count == 4 and listed.capped

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from bronzeline.pipeline.window import plan_window, window_text
-from bronzeline.sources.base import Window
+from bronzeline.sources.base import KeyRange, Window
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 MIN = timedelta(minutes=1)
@@ -54,3 +54,9 @@ def test_a_requested_window_above_the_bound_is_empty() -> None:
 def test_window_text() -> None:
     assert window_text(Window(None, None)) == "a full snapshot"
     assert window_text(Window(None, T0)) == f"(-infinity, {T0.isoformat()}]"
+
+
+def test_window_text_names_the_chunk() -> None:
+    end = datetime(2026, 1, 1, tzinfo=UTC)
+    keys = KeyRange(("id",), ("10",), ("20",), chunk=2, of=4)
+    assert window_text(Window(None, end, keys=keys)) == "(-infinity, 2026-01-01T00:00:00+00:00], chunk 2/4"

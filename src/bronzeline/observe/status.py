@@ -8,7 +8,9 @@ from typing import Any
 
 from bronzeline.batches.area import Area
 from bronzeline.context import Context
+from bronzeline.pipeline import chunks
 from bronzeline.text import iso
+from bronzeline.warehouse.control_chunks import ChunkProgress
 
 
 @dataclass(frozen=True)
@@ -25,10 +27,19 @@ class TableStatus:
     failures_24h: int
     last_status: str | None
     last_error: str | None  # the latest run's error, when it failed
+    chunked: bool = False  # the table splits its first load (`chunks:`/`chunk_rows:`)
+    chunks: ChunkProgress | None = None  # its chunked first load under way
+
+    @property
+    def chunks_text(self) -> str | None:
+        """"chunk 3/8 loaded" while a chunked first load is under way."""
+        return None if self.chunks is None else f"chunk {self.chunks.loaded}/{self.chunks.total} loaded"
 
     def as_json(self) -> dict[str, Any]:
-        """The `status --json` (and /api/status) shape: ISO-8601 times with their offset, numbers as numbers."""
-        return {
+        """The `status --json` (and /api/status) shape: ISO-8601 times with their offset, numbers as numbers.
+        Tables with `chunks:`/`chunk_rows:` also have `chunks` ({"loaded", "total"} while a chunked first
+        load is under way, else null)."""
+        shape: dict[str, Any] = {
             "table": self.table,
             "mode": self.mode,
             "last_loaded_at": iso(self.last_loaded_at),
@@ -42,12 +53,16 @@ class TableStatus:
             "last_status": self.last_status,
             "last_error": self.last_error,
         }
+        if self.chunked:
+            shape["chunks"] = None if self.chunks is None else self.chunks.as_json()
+        return shape
 
 
 def table_status(ctx: Context) -> list[TableStatus]:
     config = ctx.config
     ctx.require_migrated()
     ledger = ctx.control.statuses([t.name for t in config.tables])
+    chunked = chunks.progress(ctx, [t.name for t in config.tables if chunks.is_chunked(t)])
     out = []
     for table, row in zip(config.tables, ledger, strict=True):
         reference = row.watermark if table.mode == "incremental" else row.last_loaded_at
@@ -58,7 +73,7 @@ def table_status(ctx: Context) -> list[TableStatus]:
             watermark=row.watermark, rows_loaded_last_run=row.rows_loaded_last_run,
             rows_skipped_last_run=row.rows_skipped_last_run, pending_files=pending.complete,
             incomplete_files=pending.incomplete, failures_24h=row.failures_24h, last_status=row.last_status,
-            last_error=row.last_error))
+            last_error=row.last_error, chunked=chunks.is_chunked(table), chunks=chunked.get(table.name)))
     return out
 
 

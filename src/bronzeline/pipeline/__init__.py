@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -21,7 +22,8 @@ import psycopg
 from bronzeline.config.models import Config
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError, ConfigError
-from bronzeline.events import EventSink, Progress
+from bronzeline.events import EventSink, Progress, ignore
+from bronzeline.pipeline import chunks
 from bronzeline.pipeline.attempts import Attempts, PassState, classify
 from bronzeline.pipeline.table_run import RunRequest, TableOutcome, TableRun
 from bronzeline.sources.base import Window
@@ -48,13 +50,24 @@ def run_tables(config: Config, requests: Sequence[str | RunRequest] | None = Non
         if ctx is None:
             first.close()
         raise
-    results: dict[str, TableOutcome] = {}
     # cdc tables have no window: their slot's waiting changes are applied (pipeline/cdc_stream.py)
     cdc = [r.table for r in todo_list if config.table(r.table).mode == "cdc"]
+    if any(chunks.is_chunked(config.table(r.table)) for r in todo_list):
+        try:
+            todo_list = chunks.expand(first, todo_list, on_event or ignore)
+        except BaseException:
+            if ctx is None:
+                first.close()
+            raise
+    results: dict[tuple[str, int | None], TableOutcome] = {}
+    spans: dict[tuple[str, int | None], tuple[float, float]] = {}
     if cdc:
         from bronzeline.pipeline.cdc_stream import run_cdc
 
-        results.update((o.table, o) for o in run_cdc(config, cdc, on_event=on_event, stop=state.stop))
+        began = time.monotonic()
+        for outcome in run_cdc(config, cdc, on_event=on_event, stop=state.stop):
+            results[(outcome.table, None)] = outcome
+            spans[(outcome.table, None)] = (began, time.monotonic())
     todo: queue.Queue[RunRequest] = queue.Queue()
     for request in todo_list:
         if request.table not in cdc:
@@ -70,7 +83,9 @@ def run_tables(config: Config, requests: Sequence[str | RunRequest] | None = Non
                         request = todo.get_nowait()
                     except queue.Empty:
                         return
-                    results[request.table] = attempts.run(request)
+                    began = time.monotonic()
+                    results[(request.table, request.chunk)] = attempts.run(request)
+                    spans[(request.table, request.chunk)] = (began, time.monotonic())
                 attempts.flush()
         except BaseException as exc:  # surfaced in the calling thread
             errors.append(exc)
@@ -88,7 +103,42 @@ def run_tables(config: Config, requests: Sequence[str | RunRequest] | None = Non
             thread.join()
     if errors:
         raise errors[0]
-    return [results[r.table] for r in todo_list if r.table in results]
+    return _by_table(todo_list, results, spans)
+
+
+def _by_table(asked: list[RunRequest], results: dict[tuple[str, int | None], TableOutcome],
+              spans: dict[tuple[str, int | None], tuple[float, float]]) -> list[TableOutcome]:
+    """One outcome per table, in the order asked: a table's chunk runs add up to one (failed when a
+    chunk failed; its seconds from the first chunk's start to the last one's end)."""
+    out: list[TableOutcome] = []
+    seen: dict[str, list[tuple[str, int | None]]] = {}
+    for r in asked:
+        if (r.table, r.chunk) in results:
+            seen.setdefault(r.table, []).append((r.table, r.chunk))
+    for table, keys in seen.items():
+        if len(keys) == 1 and keys[0][1] is None:
+            out.append(results[keys[0]])
+            continue
+        parts = [results[k] for k in keys]
+        merged = TableOutcome(table, "loaded")
+        for part in parts:
+            merged.runs += part.runs
+            merged.files += part.files
+            merged.rows_extracted += part.rows_extracted
+            merged.rows_loaded += part.rows_loaded
+            merged.rows_skipped += part.rows_skipped
+            merged.rows_deleted += part.rows_deleted
+            merged.window = merged.window or part.window
+            merged.attempts = max(merged.attempts, part.attempts)
+        failed = [p for p in parts if p.status == "failed"]
+        if failed:
+            merged.status, merged.error = "failed", failed[0].error
+            merged.message = "; ".join(p.message for p in failed)
+        elif all(p.status == "skipped" for p in parts):
+            merged.status, merged.message = "skipped", parts[0].message
+        merged.seconds = max(spans[k][1] for k in keys) - min(spans[k][0] for k in keys)
+        out.append(merged)
+    return out
 
 
 def _require_migrated(ctx: Context, ride_out_outage: bool) -> None:
@@ -115,9 +165,19 @@ def backfill(config: Config, name: str, since: datetime, until: datetime | None 
     return outcome
 
 
-def reseed(config: Config, name: str, *, on_event: EventSink | None = None, debug: bool = False) -> TableOutcome:
-    """Back-fill all history: forget the watermark and run the table now, in one locked run."""
+def reseed(config: Config, name: str, *, on_event: EventSink | None = None, debug: bool = False,
+           workers: int = 1) -> TableOutcome:
+    """Back-fill all history: forget the watermark and run the table now, in one locked run. A chunked
+    table forgets its watermark (and any chunked load under way) first, then loads anew in chunks,
+    `workers` at a time."""
     table = config.table(name)
+    if chunks.is_chunked(table):
+        [forgot] = run_tables(config, [RunRequest(table.name, rewind=True, rewind_to=None, extract=False)],
+                              on_event=on_event, debug=debug)
+        if forgot.status != "loaded":
+            return forgot
+        [outcome] = run_tables(config, [table.name], workers=workers, on_event=on_event, debug=debug)
+        return outcome
     request = RunRequest(table.name, rewind=table.mode == "incremental", rewind_to=None)
     [outcome] = run_tables(config, [request], on_event=on_event, debug=debug)
     return outcome
@@ -132,4 +192,4 @@ def parse_timestamp(text: str, config: Config) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=config.tz)
 
 
-__all__ = ["PassState", "RunRequest", "TableOutcome", "backfill", "parse_timestamp", "reseed", "run_tables"]
+__all__ = ["PassState", "RunRequest", "TableOutcome", "backfill", "chunks", "parse_timestamp", "reseed", "run_tables"]

@@ -40,6 +40,7 @@ from bronzeline.events import AttemptFailed, EventSink, SucceededAfterRetry, Unr
 from bronzeline.pipeline.table_run import RunRequest, TableOutcome, TableRun
 from bronzeline.redact import redact
 from bronzeline.text import first_line
+from bronzeline.warehouse.control import Control
 
 Kind = Literal["transient", "terminal"]
 
@@ -292,8 +293,7 @@ class Attempts:
         try:
             self.ctx.require_migrated()
             control = self.ctx.control
-            if not control.try_lock(table.name):
-                raise LockBusy(f"{table.name}: another run holds this table's lock; skipped")
+            self._lock(control, table.name, request.chunk)
         except LockBusy as exc:
             return TableOutcome(table.name, "skipped", message=str(exc))
         except (BronzelineError, psycopg.Error) as exc:
@@ -306,7 +306,29 @@ class Attempts:
         finally:
             with contextlib.suppress(psycopg.Error, BronzelineError):
                 # A lost connection took the lock with it (and WarehouseError: it cannot be reopened).
-                control.unlock(table.name)
+                self._unlock(control, table.name, request.chunk)
+
+    @staticmethod
+    def _lock(control: Control, table: str, chunk: int | None) -> None:
+        """The table's lock; for one chunk of a chunked first load, the table's lock shared and the
+        chunk's own lock (pipeline/chunk_run.py)."""
+        if chunk is None:
+            if not control.try_lock(table):
+                raise LockBusy(f"{table}: another run holds this table's lock; skipped")
+            return
+        if not control.try_lock_shared(table):
+            raise LockBusy(f"{table}: another run holds this table's lock; chunk {chunk} skipped")
+        if not control.try_lock(control.chunk_lock_name(table, chunk)):
+            control.unlock_shared(table)
+            raise LockBusy(f"{table}: another run holds chunk {chunk}'s lock; skipped")
+
+    @staticmethod
+    def _unlock(control: Control, table: str, chunk: int | None) -> None:
+        if chunk is None:
+            control.unlock(table)
+            return
+        control.unlock(control.chunk_lock_name(table, chunk))
+        control.unlock_shared(table)
 
     # ------------------------------------------------------------------ the run ledger
     def flush(self) -> None:

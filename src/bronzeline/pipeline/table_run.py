@@ -12,7 +12,6 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any, Literal
 
 import psycopg
@@ -20,7 +19,7 @@ import psycopg
 from bronzeline.batches.area import Area, BatchKeys
 from bronzeline.config.models import Config, TableConfig
 from bronzeline.context import Context
-from bronzeline.errors import BatchError, BronzelineError, SourceError, WarehouseError, detached
+from bronzeline.errors import BatchError, BronzelineError, ConfigError, SourceError, WarehouseError, detached
 from bronzeline.events import (
     BatchLoaded,
     BatchRefused,
@@ -34,6 +33,7 @@ from bronzeline.events import (
     ignore,
 )
 from bronzeline.faults import crash_point
+from bronzeline.pipeline import chunk_run, chunks
 from bronzeline.pipeline.window import SNAPSHOT, WindowPlan, plan_window, window_text
 from bronzeline.redact import redact
 from bronzeline.sources.base import Bound, Column, Extract, Window
@@ -42,6 +42,7 @@ from bronzeline.store.batch import BatchWriter, Manifest
 from bronzeline.text import first_line, from_iso, iso
 from bronzeline.warehouse import ddl
 from bronzeline.warehouse.control import Control
+from bronzeline.warehouse.control_chunks import ChunkRef
 from bronzeline.warehouse.loader import Loader, LoadRejected, LoadResult
 from bronzeline.warehouse.repair_load import is_repair, load_repair
 
@@ -52,13 +53,14 @@ _PROGRESS_EVERY = 8 << 20
 class RunRequest:
     """What a command asks of one table. `run`: the defaults. `backfill --until`: `window` (read
     exactly that window; the watermark stays). `reseed`: `rewind` to None. `backfill --since`:
-    `rewind` to the timestamp and `extract=False`."""
+    `rewind` to the timestamp and `extract=False`. `run --chunk K`: `chunk` (pipeline/chunk_run.py)."""
 
     table: str
     window: Window | None = None
     rewind: bool = False
     rewind_to: datetime | None = None
     extract: bool = True
+    chunk: int | None = None  # one chunk (1-based) of the table's chunked first load
 
 
 @dataclass
@@ -106,12 +108,15 @@ class TableRun:
         outcome = TableOutcome(table.name, "loaded")
         try:
             if request.rewind:
-                self.ctx.control.set_watermark(table.name, request.rewind_to)
-            if request.extract:
+                self._rewind(table, request.rewind_to)
+            if request.chunk is not None:
+                chunk_run.run_requested_chunk(self, table, request.chunk, outcome, attempt)
+            elif request.extract:
                 area = Area(self.ctx.store, table.name)
                 self._clean_leftovers(table, area)
                 self._load_pending(table, area, outcome)
-                self._extract_and_load(table, area, outcome, request.window, attempt)
+                if request.window is not None or not chunk_run.run_pending_chunks(self, table, outcome, attempt):
+                    self._extract_and_load(table, area, outcome, request.window, attempt)
         except BronzelineError as exc:
             outcome.status, outcome.message, outcome.error = "failed", self._safe(str(exc)), detached(exc)
             self._fail_run(outcome.current_run, outcome.message)
@@ -136,6 +141,22 @@ class TableRun:
     def _safe(self, text: str) -> str:
         return redact(text, self.config.secrets())
 
+    def _rewind(self, table: TableConfig, to: datetime | None) -> None:
+        """Set the watermark (backfill --since, reseed). A chunked first load under way is superseded
+        by `reseed` (the next run plans anew) and refuses a backfill, which would skip its chunks."""
+        control = self.ctx.control
+        if not chunks.is_chunked(table):
+            control.set_watermark(table.name, to)
+            return
+        plan = chunks.open_plan(self.ctx, table.name)
+        if to is not None and plan is not None:
+            raise ConfigError(f"{table.name}: a chunked first load is under way ({plan.loaded}/{plan.count} chunks "
+                              f"loaded); finish it with `bronzeline run {table.name}`, or start it again with "
+                              f"`bronzeline reseed {table.name}`")
+        with self.ctx.warehouse.transaction():
+            control.set_watermark(table.name, to)
+            chunks.plans(self.ctx).supersede(table.name)
+
     def _fail_run(self, run_id: int | None, message: str) -> None:
         if run_id is None:
             return
@@ -144,19 +165,27 @@ class TableRun:
         except (psycopg.Error, BronzelineError):
             pass  # the warehouse is gone; the next run marks this run failed (no file, or its file retried)
 
-    def _clean_leftovers(self, table: TableConfig, area: Area) -> None:
+    def _clean_leftovers(self, table: TableConfig, area: Area, only: set[int] | None = None) -> None:
         """Delete what crashed writers left (data without manifest, unfinished uploads), complete
-        half-done moves, and fail runs that have no file."""
+        half-done moves, and fail runs that have no file. `only`: just these runs' (a chunk's)."""
         found = area.scan("exports")
+
+        def ours(key: str) -> bool:
+            return only is None or batch.run_id_of_key(key) in only
+
         for key in found.temporary:
-            area.delete(key)
+            if ours(key):
+                area.delete(key)
         for key in found.incomplete:
-            self.on_event(LeftoverDeleted(table.name, area.display(key), "its manifest was never written"))
-            area.delete(key)
+            if ours(key):
+                self.on_event(LeftoverDeleted(table.name, area.display(key), "its manifest was never written"))
+                area.delete(key)
         for key in found.lone_manifests:
-            self._finish_or_refuse(table, area, key)
+            if ours(key):
+                self._finish_or_refuse(table, area, key)
         alive = {b.run_id for b in found.complete}
-        dead = [r for r in self.ctx.control.unfinished_runs(table.name) if r not in alive]
+        dead = [r for r in self.ctx.control.unfinished_runs(table.name)
+                if r not in alive and (only is None or r in only)]
         self.ctx.control.fail_runs(dead, "the run stopped before its batch file was complete; "
                                          "the next run re-extracts its window")
 
@@ -169,8 +198,11 @@ class TableRun:
         else:
             self._refuse(table, area, manifest_key, None, "its data file is missing")
 
-    def _load_pending(self, table: TableConfig, area: Area, outcome: TableOutcome) -> None:
+    def _load_pending(self, table: TableConfig, area: Area, outcome: TableOutcome, only: set[int] | None = None,
+                      ) -> None:
         for pending in area.pending():
+            if only is not None and pending.run_id not in only:
+                continue
             keys = pending.keys
             manifest = area.read_manifest(keys.manifest)
             status = self.ctx.control.run_status(manifest.run_id)
@@ -238,7 +270,8 @@ class TableRun:
     def _extract_and_load_batch(self, table: TableConfig, area: Area, columns: list[Column], window: Window,
                                 bound: Bound | None, run_id: int, advance: bool, outcome: TableOutcome, *,
                                 stream: Extract | None = None, extra: dict[str, Any] | None = None,
-                                in_load: Callable[[Manifest], None] | None = None) -> None:
+                                in_load: Callable[[Manifest], None] | None = None,
+                                chunk: ChunkRef | None = None) -> None:
         """Stream the source into the batch file and into the warehouse at once; the warehouse commits
         only after the file and its manifest are complete and verified in the store. A failure before
         the manifest is written removes the data file: a failed run leaves no half-written batch.
@@ -254,15 +287,22 @@ class TableRun:
         written: list[BatchWriter] = []
         manifest_written = False
 
+        def crash(point: str) -> None:
+            crash_point(point)
+            if chunk is not None:
+                crash_point(f"chunk-{chunk.chunk}-{point}")  # the crash tests' way to stop in one chunk
+
+        label = table.name if chunk is None else f"{table.name} chunk {chunk.chunk}/{chunk.of}"  # progress bars
+
         def tee() -> Iterator[bytes]:
             with store.open_write(keys.data) as handle:
                 writer = BatchWriter(handle, blob.compression, blob.compression_level)
                 try:
-                    for chunk in stream:
-                        writer.write(chunk)
-                        crash_point("extract")
-                        self._report_progress(table.name, writer)
-                        yield chunk
+                    for piece in stream:
+                        writer.write(piece)
+                        crash("extract")
+                        self._report_progress(label, writer)
+                        yield piece
                     writer.finish()
                 finally:
                     writer.close()
@@ -279,10 +319,11 @@ class TableRun:
                 created_at=iso(datetime.now(UTC)) or "",
                 source_clock=iso(bound.source_clock) if bound else None,
                 oldest_xact_start=iso(bound.oldest_xact_start) if bound else None,
-                extra={"uncompressed_bytes": writer.raw_bytes, **(extra or {})})
+                extra={"uncompressed_bytes": writer.raw_bytes, **(extra or {}),
+                       **({"chunk": chunk.as_json()} if chunk else {})})
             batch.write_manifest(store, keys.manifest, manifest)
             manifest_written = True
-            crash_point("uploaded")
+            crash("uploaded")
             self.ctx.control.mark_uploaded(run_id, where, writer.bytes, manifest.sha256, manifest.rows)
             if not batch.stored_matches(store, keys.data, manifest):
                 raise BatchError(f"{table.name}: {where} in the store differs from what was written; "
@@ -293,13 +334,13 @@ class TableRun:
 
         try:
             result = self._loader().load(table, [c.name for c in columns], tee(), finalize, advance=advance,
-                                         where=where)
+                                         where=where, chunk=chunk)
         except BaseException:
             if not manifest_written:
                 area.delete_quietly(keys.data)  # the run is failed; its window is read again next time
             raise
-        crash_point("committed")
-        area.move(keys, "processed", between=lambda: crash_point("moving"))
+        crash("committed")
+        area.move(keys, "processed", between=lambda: crash("moving"))
         self._loaded(outcome, run_id, result, area.display(area.moved_key(keys.data, "processed")), window)
 
     def _loaded(self, outcome: TableOutcome, run_id: int, result: LoadResult, path: str, window: Window) -> None:
@@ -323,10 +364,14 @@ class TableRun:
         store = self.ctx.store
         where = area.display(keys.data)
         loader = self._loader()
-        load = partial(load_repair, loader) if is_repair(manifest) else loader.load  # reconcile --repair's batch
         try:
-            result = load(table, manifest.column_names, batch.read_verified(store, keys.data, manifest),
-                          lambda: manifest, advance=advance, where=where)
+            rows = batch.read_verified(store, keys.data, manifest)
+            if is_repair(manifest):
+                result = load_repair(loader, table, manifest.column_names, rows, lambda: manifest, advance=advance,
+                                     where=where)
+            else:
+                result = loader.load(table, manifest.column_names, rows, lambda: manifest, advance=advance,
+                                     where=where, chunk=ChunkRef.from_json(manifest.extra.get("chunk")))
         except LoadRejected as exc:
             if batch.stored_matches(store, keys.data, manifest):
                 # The file is intact: the warehouse refused its content. Keep it for a retry once fixed.

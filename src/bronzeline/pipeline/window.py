@@ -45,4 +45,5 @@ def window_text(window: Window) -> str:
     if window.end is None:
         return "a full snapshot"
     start = window.start.isoformat() if window.start else "-infinity"
-    return f"({start}, {window.end.isoformat()}]"
+    chunk = f", chunk {window.keys.chunk}/{window.keys.of}" if window.keys is not None and window.keys.of else ""
+    return f"({start}, {window.end.isoformat()}]{chunk}"

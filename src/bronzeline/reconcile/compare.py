@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from bronzeline.errors import Terminal
-from bronzeline.sources.base import Key, KeyRange, KeyRanges
+from bronzeline.sources.base import Key, KeyRanges, KeySpan
 
 # table, ranges compared, ranges known so far, source rows compared
 Progress = Callable[[str, int, int, int], None]
@@ -72,12 +72,12 @@ class Comparison:
     bronze_rows: int
 
 
-def split(low: Key | None, bounds: list[Key], high: Key | None) -> list[KeyRange]:
+def split(low: Key | None, bounds: list[Key], high: Key | None) -> list[KeySpan]:
     """(low, b1], (b1, b2], …, (bn, high]; a last boundary equal to `high` adds no empty range."""
     if bounds and bounds[-1] == high:
         bounds = bounds[:-1]
     edges: list[Key | None] = [low, *bounds, high]
-    return [KeyRange(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
+    return [KeySpan(edges[i], edges[i + 1]) for i in range(len(edges) - 1)]
 
 
 def compare(table: str, source: KeyRanges, bronze: KeyRanges, options: Options,
@@ -86,8 +86,8 @@ def compare(table: str, source: KeyRanges, bronze: KeyRanges, options: Options,
     `first_bounds`: the first level's boundaries when the caller has them (e.g. from a sample)."""
     found = Differences()
     if first_bounds is None:
-        first_bounds = bronze.quantiles(KeyRange(), options.range_rows)
-    todo: deque[tuple[KeyRange, int]] = deque((r, 0) for r in split(None, first_bounds, None))
+        first_bounds = bronze.quantiles(KeySpan(), options.range_rows)
+    todo: deque[tuple[KeySpan, int]] = deque((r, 0) for r in split(None, first_bounds, None))
     known = len(todo)
     done = source_rows = bronze_rows = compared = 0
     next_report = time.monotonic() + options.progress_seconds

@@ -36,9 +36,25 @@ class Bound:
 
 
 @dataclass(frozen=True)
+class KeyRange:
+    """One chunk of a chunked first load: rows whose key (compared as a row, on the first
+    len(low)/len(high) key columns) is above `low` and at most `high`. Bounds are text, cast to the
+    key columns' types by the source; None means unbounded. `with_nulls` also takes rows with a NULL
+    key column (the first chunk does, so such a row fails the load as it would in one window)."""
+
+    columns: tuple[str, ...]
+    low: tuple[str, ...] | None  # exclusive
+    high: tuple[str, ...] | None  # inclusive
+    with_nulls: bool = False
+    chunk: int = 0  # which chunk of how many, for messages
+    of: int = 0
+
+
+@dataclass(frozen=True)
 class Window:
     start: datetime | None  # exclusive; None = from the beginning
     end: datetime | None  # inclusive; None for snapshots
+    keys: KeyRange | None = None  # a chunk of a chunked first load: only these keys
 
 
 @dataclass(frozen=True)
@@ -89,7 +105,7 @@ Key = tuple[str, ...]  # a key's values as text (each key column's ::text), in `
 
 
 @dataclass(frozen=True)
-class KeyRange:
+class KeySpan:
     """Rows whose key is above `low` (exclusive) and up to `high` (inclusive); None is unbounded."""
 
     low: Key | None = None
@@ -115,14 +131,14 @@ class KeyRanges(Protocol):
     def use_binary_order(self) -> None:
         """Order and compare text key columns with COLLATE "C" from now on."""
 
-    def digest(self, rng: KeyRange) -> RangeDigest:
+    def digest(self, rng: KeySpan) -> RangeDigest:
         """Row count and hash of the range."""
 
-    def quantiles(self, rng: KeyRange, every: int) -> list[Key]:
+    def quantiles(self, rng: KeySpan, every: int) -> list[Key]:
         """Every `every`-th key of the range in key order: boundaries that split it into parts of
         `every` rows."""
 
-    def hashes(self, rng: KeyRange) -> dict[Key, str]:
+    def hashes(self, rng: KeySpan) -> dict[Key, str]:
         """Each row's key and hash (md5 of its canonical text); callers ask for small ranges only."""
 
     def present(self, keys: Sequence[Key]) -> set[Key]:
@@ -156,7 +172,15 @@ class Source(Protocol):
         """A snapshot-safe inclusive upper bound for the next window."""
 
     def extract(self, table: TableConfig, columns: list[Column], window: Window) -> Extract:
-        """The window as CSV chunks (streamed, not held in memory)."""
+        """The window as CSV chunks (streamed, not held in memory); only `window.keys` when set."""
+
+    # -- for chunked first loads
+    def row_estimate(self, table: TableConfig) -> int:
+        """About how many rows the table (or query) has: the catalog's estimate, else a count."""
+
+    def key_boundaries(self, table: TableConfig, count: int) -> list[tuple[str, ...]]:
+        """Up to count - 1 ascending, distinct key values (as text; a prefix of the key when read from
+        statistics) that split the table's rows into `count` ranges of about equal size."""
 
     def key_ranges(self, table: TableConfig, columns: list[Column], window: Window) -> KeyRanges:
         """The table read by key range for `reconcile`; incremental tables only up to `window.end`."""

@@ -29,7 +29,7 @@ from psycopg import sql
 
 from bronzeline.config.models import TableConfig
 from bronzeline.errors import BronzelineError
-from bronzeline.sources.base import Column, Key, KeyRange, RangeDigest
+from bronzeline.sources.base import Column, Key, KeySpan, RangeDigest
 
 # The settings every reconcile query runs under, on both sides (see the module's docstring).
 DIGEST_SETTINGS = {"TimeZone": "UTC", "DateStyle": "ISO, YMD", "IntervalStyle": "postgres",
@@ -89,7 +89,7 @@ class RangeReader:
     def _params_tuple(self) -> sql.Composable:
         return self._key_tuple([sql.SQL("%s::{}").format(sql.SQL(c.type)) for c in self.key_cols])
 
-    def _where(self, rng: KeyRange | None, scoped: bool = True) -> tuple[sql.Composable, list[Any]]:
+    def _where(self, rng: KeySpan | None, scoped: bool = True) -> tuple[sql.Composable, list[Any]]:
         parts: list[sql.Composable] = list(self.scope) if scoped else []
         params: list[Any] = list(self.scope_params) if scoped else []
         if rng is not None and rng.low is not None:
@@ -153,7 +153,7 @@ class RangeReader:
                           for e, ok in zip(self.key_exprs, self._collatable(), strict=True)]
         self.key_texts = [sql.SQL("({})::text").format(e) for e in self.key_exprs]
 
-    def digest(self, rng: KeyRange) -> RangeDigest:
+    def digest(self, rng: KeySpan) -> RangeDigest:
         where, params = self._where(rng)
         query = sql.SQL("SELECT count(*), coalesce(sum(hashtextextended({}, 0)), 0)::text FROM {} AS q{}").format(
             self.row_text, self.relation, where)
@@ -165,7 +165,7 @@ class RangeReader:
 
         return self._in_transaction("comparing a key range", work)
 
-    def quantiles(self, rng: KeyRange, every: int) -> list[Key]:
+    def quantiles(self, rng: KeySpan, every: int) -> list[Key]:
         where, params = self._where(rng)
         names = [sql.Identifier(f"k{i}") for i in range(len(self.key_cols))]
         query = sql.SQL("SELECT {} FROM (SELECT {}, row_number() OVER (ORDER BY {}) AS rn FROM {} AS q{}) AS s "
@@ -190,7 +190,7 @@ class RangeReader:
         step = max(1, round(len(sample) * every / max(table_rows, 1.0)))
         return sample[step - 1::step]
 
-    def hashes(self, rng: KeyRange) -> dict[Key, str]:
+    def hashes(self, rng: KeySpan) -> dict[Key, str]:
         where, params = self._where(rng)
         query = sql.SQL("SELECT {}, {} FROM {} AS q{}").format(
             sql.SQL(", ").join(self.key_texts), self.row_hash, self.relation, where)

@@ -14,6 +14,7 @@ from bronzeline.config.models import ConnectionConfig, TableConfig
 from bronzeline.connections import connect
 from bronzeline.errors import SourceError
 from bronzeline.redact import dsn_password, redact
+from bronzeline.sources import postgres_chunks
 from bronzeline.sources.base import Bound, CdcFindings, Column, Findings, ServerInfo, Visibility, Window, key_text
 from bronzeline.sources.cdc.changes import SlotHealth
 from bronzeline.sources.cdc.health import read_slot_health
@@ -307,6 +308,10 @@ class PostgresSource:
                 where.append(sql.SQL("{} <= %s").format(wm))
                 params.append(window.end)
             where.append(sql.SQL("{} IS NOT NULL").format(wm))
+            if window.keys is not None:
+                keys, key_params = postgres_chunks.key_predicate(window.keys, columns)
+                where.append(keys)
+                params += key_params
         cond = sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where) if where else sql.SQL("")
         query = sql.SQL("COPY (SELECT {} FROM {} AS q{}) TO STDOUT WITH (FORMAT csv)").format(
             self.select_list(columns, table), self.relation(table), cond
@@ -342,6 +347,19 @@ class PostgresSource:
 
         return RangeReader(self.conn, self.relation(table), table, columns, watermark_high=high,
                            select_list=self.select_list(columns, table), fail=fail)
+
+    # -- chunked first loads
+    def row_estimate(self, table: TableConfig) -> int:
+        try:
+            return postgres_chunks.row_estimate(self.conn, table, self.relation(table))
+        except psycopg.Error as exc:
+            raise self._fail(table, exc, "estimating the rows") from None
+
+    def key_boundaries(self, table: TableConfig, count: int) -> list[tuple[str, ...]]:
+        try:
+            return postgres_chunks.key_boundaries(self.conn, table, self.relation(table), count)
+        except psycopg.Error as exc:
+            raise self._fail(table, exc, "cutting the key into chunks") from None
 
     # -- for verify (reads only): counts with the extract's own predicate, samples, who the login is
     def server_info(self) -> ServerInfo:

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 from bronzeline.errors import BatchError, StoreError
-from bronzeline.store.base import ObjectStore
+from bronzeline.store.base import TEMP_SUFFIX, ObjectStore, is_temp
 
 isal_zlib: Any
 try:
@@ -69,6 +69,16 @@ def run_id_of(stem: str) -> int:
     if not match:
         raise ValueError(f"not a batch name: {stem}")
     return int(match.group(3))
+
+
+def run_id_of_key(key: str) -> int | None:
+    """The run id of a batch file, its manifest, or an unfinished upload of either (`.<name>.<id>.part`,
+    see store.base.temp_name); None for anything else."""
+    base = key.rsplit("/", 1)[-1]
+    if is_temp(base):
+        base = base[1:].removesuffix(TEMP_SUFFIX).rsplit(".", 1)[0]
+    stem = stem_of(base)
+    return None if stem is None else run_id_of(stem)
 
 
 @dataclass

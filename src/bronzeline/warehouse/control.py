@@ -42,6 +42,21 @@ class Control(ControlReader):
     def unlock(self, table: str) -> None:
         self.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (self._lock_key(table),))
 
+    # A chunk of a chunked first load runs under the table's lock taken shared (chunks of one table run
+    # side by side; a plain run of the table, which takes it exclusive, waits for none of them) and the
+    # chunk's own lock.
+    def try_lock_shared(self, table: str) -> bool:
+        row = self.conn.execute("SELECT pg_try_advisory_lock_shared(hashtextextended(%s, 0))",
+                                (self._lock_key(table),)).fetchone()
+        return bool(row and row[0])
+
+    def unlock_shared(self, table: str) -> None:
+        self.conn.execute("SELECT pg_advisory_unlock_shared(hashtextextended(%s, 0))", (self._lock_key(table),))
+
+    @staticmethod
+    def chunk_lock_name(table: str, chunk: int) -> str:
+        return f"{table}#chunk{chunk}"  # table names are letters, digits and underscores: no clash
+
     # -- watermarks
     def seed_watermark(self, table: str) -> None:
         self.conn.execute(

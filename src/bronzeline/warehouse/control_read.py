@@ -51,6 +51,9 @@ class RunRecord:
     checksum: str | None
     attempts: int
     error_message: str | None
+    lsn_start: str | None = None  # cdc runs: the commit LSNs the change batch covers
+    lsn_end: str | None = None
+    note: str | None = None  # e.g. what a cdc resync replaced
 
     @property
     def seconds(self) -> float | None:

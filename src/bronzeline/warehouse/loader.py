@@ -18,6 +18,7 @@ from bronzeline.faults import crash_point
 from bronzeline.store.batch import Manifest
 from bronzeline.text import first_line, from_iso
 from bronzeline.warehouse.control import Control
+from bronzeline.warehouse.control_chunks import ChunkPlans, ChunkRef
 
 Conn = psycopg.Connection[Any]
 STAGE = "_bronzeline_stage"
@@ -56,15 +57,21 @@ class Loader:
         return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(table.name))
 
     def load(self, table: TableConfig, columns: list[str], data: Iterable[bytes],
-             finalize: Callable[[], Manifest], *, advance: bool, where: str) -> LoadResult:
+             finalize: Callable[[], Manifest], *, advance: bool, where: str, chunk: ChunkRef | None = None,
+             ) -> LoadResult:
         """COPY `data` in, then call `finalize` (which completes and verifies the batch file and its
-        manifest, or raises), then merge, account, advance the watermark and commit — all or nothing."""
+        manifest, or raises), then merge, account, advance the watermark and commit — all or nothing.
+
+        A chunk of a chunked first load (`chunk`) takes bronze in ROW EXCLUSIVE mode only, so that
+        chunks of one table load side by side (their key ranges are disjoint), always merges through the
+        stage, and moves the watermark only when it is the plan's last chunk to load."""
+        mode = "ROW EXCLUSIVE" if chunk is not None else "SHARE ROW EXCLUSIVE"
         try:
             with self.conn.transaction():
                 self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (self.lock_timeout,))
-                self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(self._bronze(table)))
+                self.conn.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(self._bronze(table), sql.SQL(mode)))
                 if table.mode == "incremental":
-                    result = self._load_incremental(table, columns, data)
+                    result = self._load_incremental(table, columns, data, direct_ok=chunk is None)
                 else:
                     result = self._load_snapshot(table, columns, data)
                 manifest = finalize()
@@ -74,7 +81,12 @@ class Loader:
                 crash_point("load")
                 self.control.mark_loaded(manifest.run_id, result.rows_extracted, result.rows_loaded,
                                          result.rows_skipped, result.rows_deleted)
-                if table.mode == "incremental" and advance and manifest.window_end:
+                if chunk is not None:
+                    done = ChunkPlans(self.conn, self.control.schema).finish_chunk(chunk, manifest.run_id,
+                                                                                   result.rows_loaded)
+                    if done is not None:
+                        self.control.advance_watermark(table.name, None, done[0], done[1], manifest.run_id)
+                elif table.mode == "incremental" and advance and manifest.window_end:
                     self.control.advance_watermark(
                         table.name, from_iso(manifest.window_start), datetime.fromisoformat(manifest.window_end),
                         result.rows_loaded, manifest.run_id)
@@ -145,8 +157,9 @@ class Loader:
             cur.execute(query)
             return int(cur.rowcount)
 
-    def _load_incremental(self, table: TableConfig, cols: list[str], data: Iterable[bytes]) -> LoadResult:
-        if self._is_empty(table):
+    def _load_incremental(self, table: TableConfig, cols: list[str], data: Iterable[bytes], *,
+                          direct_ok: bool = True) -> LoadResult:
+        if direct_ok and self._is_empty(table):
             # Nothing to conflict with: COPY straight in. Building the primary key once after the COPY
             # is much cheaper than maintaining it row by row; a duplicate key still fails the build.
             primary_key = self._drop_primary_key(table)
