@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rich.progress import TaskID
 
     from bronzeline.config import Config
+    from bronzeline.config.models import TableConfig
     from bronzeline.events import Event
     from bronzeline.models.outcome import BuildReport, CheckResult
     from bronzeline.observe.model_facts import ModelStatus
@@ -759,18 +760,38 @@ def _print_check(check: CheckResult) -> None:
 @guarded
 def plan(state: State, as_json: bool) -> None:
     """Every unit of work (table runs and chunks, model builds, checks) with its dependencies, cron, group
-    and the command that runs it, in dependency order. No database needed."""
+    and the command that runs it, in dependency order. No database needed, except to size the chunks of
+    `chunk_rows:` tables (the source's row estimate)."""
     from bronzeline.config import find_config
     from bronzeline.plan import build_plan, render
 
     config = state.config
     path = str(find_config(state.config_path).resolve())  # the file just loaded, valid from any folder
-    result = build_plan(config, path)
+    with contextlib.ExitStack() as stack:
+        result = build_plan(config, path, chunk_count=_chunk_counter(config, stack))
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))
         return
     for line in render(result):
         out.print(line, markup=False, highlight=False)
+
+
+def _chunk_counter(config: Config, stack: contextlib.ExitStack) -> Callable[[TableConfig], int | None] | None:
+    """How many chunks a `chunk_rows:` table's first load gets, asked of its source (opened once each)."""
+    if not any(t.chunk_rows is not None for t in config.tables):
+        return None
+    from bronzeline.pipeline.chunks import chunk_count
+    from bronzeline.sources import Source, open_source
+
+    opened: dict[str, Source] = {}
+
+    def count(table: TableConfig) -> int:
+        if table.source not in opened:
+            opened[table.source] = open_source(table.source, config.connections[table.source])
+            stack.callback(opened[table.source].close)
+        return chunk_count(config, table, opened[table.source])
+
+    return count
 
 
 @cli.command("dbt-sources")

@@ -300,3 +300,23 @@ def test_a_plain_attempt_runs_the_chunks_itself_when_run_tables_could_not_split_
     [(_, status, upper, _)] = plans(pipeline)
     assert status == "done" and watermark(pipeline) == upper
     parity(pipeline)
+
+
+def test_plan_sizes_chunk_rows_tables_from_the_source_and_its_units_load_the_table(pipeline: Pipeline) -> None:
+    """`plan --json` asks the source how many chunks a `chunk_rows:` table gets; running its units'
+    commands in dependency order (as an orchestrator would) loads the table with one batch per chunk."""
+    setup(pipeline, 1000, chunks="chunk_rows: 300")
+    with pipeline.src() as conn:
+        conn.execute("ANALYZE tracksolid.events")
+    plan = json.loads(pipeline.cli("plan", "--json", check=True).stdout)
+    units = {u["id"]: u for u in plan["units"]}
+    chunk_ids = [f"table:events:chunk:{k}" for k in range(1, 5)]
+    assert [i for i in units if i.startswith("table:events:chunk:")] == chunk_ids
+    assert sorted(units["table:events"]["deps"]) == chunk_ids
+    for unit in plan["units"]:  # in dependency order; the command as given, minus the program name
+        assert unit["command"][:2] == ["bronzeline", "-c"]
+        pipeline.cli(*unit["command"][3:], check=True)
+    runs = ledger(pipeline)  # four chunk runs up to one bound, then the table's own (empty) incremental run
+    assert len({r[3] for r in runs[:4]}) == 1 and sum(r[4] for r in runs[:4]) == 1000
+    assert len(manifests(pipeline, "processed")) == len(runs) >= 5 and watermark(pipeline) is not None
+    parity(pipeline)
