@@ -16,6 +16,7 @@ import psycopg
 from psycopg import sql
 
 from bronzeline.config.models import TableConfig
+from bronzeline.key_predicate import key_predicate as shared_key_predicate
 from bronzeline.sources.base import Column, KeyRange
 
 # Above this many rows (the catalog's estimate), cut by the statistics' histogram instead of an exact
@@ -77,21 +78,5 @@ def _ntile_cuts(conn: psycopg.Connection[Any], table: TableConfig, relation: sql
 
 
 def key_predicate(keys: KeyRange, columns: list[Column]) -> tuple[sql.Composable, list[Any]]:
-    """`ROW(key…) > ROW(low…) AND ROW(key…) <= ROW(high…)` on the relation `q`, the bounds cast to the
-    source's types (a btree on the key serves it); the first chunk also takes NULL keys."""
-    types = {c.name: c.source_type for c in columns}
-    parts: list[sql.Composable] = []
-    params: list[Any] = []
-    for op, values in ((">", keys.low), ("<=", keys.high)):
-        if values is None:
-            continue
-        names = keys.columns[: len(values)]
-        left = sql.SQL(", ").join(sql.Identifier("q", n) for n in names)
-        right = sql.SQL(", ").join(sql.SQL("%s::{}").format(sql.SQL(types[n])) for n in names)
-        parts.append(sql.SQL("ROW({}) {} ROW({})").format(left, sql.SQL(op), right))
-        params += list(values)
-    cond: sql.Composable = sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
-    if keys.with_nulls and parts:
-        nulls = sql.SQL(" OR ").join(sql.SQL("{} IS NULL").format(sql.Identifier("q", n)) for n in keys.columns)
-        cond = sql.SQL("(({}) OR {})").format(cond, nulls)
-    return cond, params
+    """The chunk's key range on the source relation `q`, the bounds cast to the source's types."""
+    return shared_key_predicate(keys, {c.name: c.source_type for c in columns})

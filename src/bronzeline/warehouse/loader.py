@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import queue
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,8 +16,10 @@ from psycopg.copy import QueuedLibpqWriter
 from bronzeline.config.models import TableConfig
 from bronzeline.errors import BatchError, WarehouseError, WarehouseUnreachable
 from bronzeline.faults import crash_point
+from bronzeline.key_predicate import key_predicate
 from bronzeline.store.batch import Manifest
 from bronzeline.text import first_line, from_iso
+from bronzeline.warehouse import ddl
 from bronzeline.warehouse.control import Control
 from bronzeline.warehouse.control_chunks import ChunkPlans, ChunkRef
 
@@ -66,34 +69,48 @@ class Loader:
         chunks of one table load side by side (their key ranges are disjoint), always merges through the
         stage, and moves the watermark only when it is the plan's last chunk to load."""
         mode = "ROW EXCLUSIVE" if chunk is not None else "SHARE ROW EXCLUSIVE"
+        duplicate = ("the key is not unique at the source; fix the table's `key:` and run `bronzeline migrate` "
+                     f"(batch {where})")
+        with self.translated_errors(table, where, duplicate), self.conn.transaction():
+            self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (self.lock_timeout,))
+            self.conn.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(self._bronze(table), sql.SQL(mode)))
+            if chunk is not None and self._chunk_range_empty(table, chunk):
+                # A first load's chunk whose key range bronze does not hold yet: nothing can conflict
+                # (the ranges are disjoint and this run holds the chunk's lock), so COPY straight in
+                # instead of staging and merging — bronze keeps its indexes for the chunks beside it.
+                rows = self._copy_into(self._bronze(table), columns, data)
+                result = LoadResult(rows, rows, 0, None, direct=True)
+            elif table.mode == "incremental":
+                result = self._load_incremental(table, columns, data, direct_ok=chunk is None)
+            else:
+                result = self._load_snapshot(table, columns, data)
+            manifest = finalize()
+            if result.rows_extracted != manifest.rows:
+                raise BatchError(f"{table.name}: {where} holds {result.rows_extracted} rows, its manifest says "
+                                 f"{manifest.rows}")
+            crash_point("load")
+            self.control.mark_loaded(manifest.run_id, result.rows_extracted, result.rows_loaded,
+                                     result.rows_skipped, result.rows_deleted)
+            if chunk is not None:
+                done = ChunkPlans(self.conn, self.control.schema).finish_chunk(chunk, manifest.run_id,
+                                                                               result.rows_loaded)
+                if done is not None:
+                    self.control.advance_watermark(table.name, None, done[0], done[1], manifest.run_id)
+            elif table.mode == "incremental" and advance and manifest.window_end:
+                self.control.advance_watermark(
+                    table.name, from_iso(manifest.window_start), datetime.fromisoformat(manifest.window_end),
+                    result.rows_loaded, manifest.run_id)
+        return result
+
+    @contextmanager
+    def translated_errors(self, table: TableConfig, where: str, duplicate: str) -> Iterator[None]:
+        """A load's failures as users read them (nothing was committed in any of them); `duplicate` says
+        what to do when two rows of the batch share one key."""
         try:
-            with self.conn.transaction():
-                self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (self.lock_timeout,))
-                self.conn.execute(sql.SQL("LOCK TABLE {} IN {} MODE").format(self._bronze(table), sql.SQL(mode)))
-                if table.mode == "incremental":
-                    result = self._load_incremental(table, columns, data, direct_ok=chunk is None)
-                else:
-                    result = self._load_snapshot(table, columns, data)
-                manifest = finalize()
-                if result.rows_extracted != manifest.rows:
-                    raise BatchError(f"{table.name}: {where} holds {result.rows_extracted} rows, its manifest says "
-                                     f"{manifest.rows}")
-                crash_point("load")
-                self.control.mark_loaded(manifest.run_id, result.rows_extracted, result.rows_loaded,
-                                         result.rows_skipped, result.rows_deleted)
-                if chunk is not None:
-                    done = ChunkPlans(self.conn, self.control.schema).finish_chunk(chunk, manifest.run_id,
-                                                                                   result.rows_loaded)
-                    if done is not None:
-                        self.control.advance_watermark(table.name, None, done[0], done[1], manifest.run_id)
-                elif table.mode == "incremental" and advance and manifest.window_end:
-                    self.control.advance_watermark(
-                        table.name, from_iso(manifest.window_start), datetime.fromisoformat(manifest.window_end),
-                        result.rows_loaded, manifest.run_id)
+            yield
         except psycopg.errors.UniqueViolation:
-            raise LoadRejected(
-                f"{table.name}: two rows of the batch share one key ({', '.join(table.key)}): the key is not "
-                f"unique at the source; fix the table's `key:` and run `bronzeline migrate` (batch {where})") from None
+            raise LoadRejected(f"{table.name}: two rows of the batch share one key ({', '.join(table.key)}): "
+                               f"{duplicate}") from None
         except psycopg.errors.LockNotAvailable:
             raise WarehouseError(f"{table.name}: bronze table is locked by another session for longer than "
                                  f"lock_timeout ({self.lock_timeout}); run again later") from None
@@ -103,8 +120,7 @@ class Loader:
                                f"{first_line(exc)}") from None
         except psycopg.OperationalError as exc:
             raise WarehouseUnreachable(f"{table.name}: the warehouse connection failed during the load ({exc}); "
-                                 "nothing was committed, run again") from None
-        return result
+                                       "nothing was committed, run again") from None
 
     def _copy_into(self, target: sql.Composable, cols: list[str], data: Iterable[bytes]) -> int:
         query = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
@@ -115,6 +131,16 @@ class Loader:
                 for chunk in data:
                     copy.write(chunk)
             return int(cur.rowcount)
+
+    def _chunk_range_empty(self, table: TableConfig, chunk: ChunkRef) -> bool:
+        plan = ChunkPlans(self.conn, self.control.schema).open_plan(table.name)
+        if plan is None or plan.plan_id != chunk.plan_id:
+            return False
+        types = {c.name: c.type for c in ddl.bronze_columns(self.conn, self.schema, table.name) or []}
+        cond, params = key_predicate(plan.key_range(chunk.chunk), types)
+        row = self.conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {} AS q WHERE {})").format(
+            self._bronze(table), cond), params).fetchone()
+        return bool(row and row[0])
 
     def _is_empty(self, table: TableConfig) -> bool:
         row = self.conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(self._bronze(table))).fetchone()

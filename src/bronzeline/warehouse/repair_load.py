@@ -10,18 +10,15 @@ rows_skipped (bronze already had them so); rows_deleted = bronze rows deleted. T
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 
-import psycopg
 from psycopg import sql
 
 from bronzeline.config.models import TableConfig
-from bronzeline.errors import BatchError, WarehouseError, WarehouseUnreachable
+from bronzeline.errors import BatchError
 from bronzeline.faults import crash_point
 from bronzeline.store.batch import Manifest
-from bronzeline.text import first_line
-from bronzeline.warehouse.loader import STAGE, Loader, LoadRejected, LoadResult
+from bronzeline.warehouse.loader import STAGE, Loader, LoadResult
 
 REPAIR_MODE = "reconcile"
 OP_COLUMN = "_bronzeline_op"
@@ -29,26 +26,6 @@ OP_COLUMN = "_bronzeline_op"
 
 def is_repair(manifest: Manifest) -> bool:
     return manifest.mode == REPAIR_MODE
-
-
-@contextmanager
-def _translated(loader: Loader, table: TableConfig, where: str) -> Iterator[None]:
-    """The load's failures as the loader reports them (nothing was committed in any of them)."""
-    try:
-        yield
-    except psycopg.errors.UniqueViolation:
-        raise LoadRejected(f"{table.name}: two rows of the repair batch {where} share one key "
-                           f"({', '.join(table.key)}); run `bronzeline reconcile {table.name}` again") from None
-    except psycopg.errors.LockNotAvailable:
-        raise WarehouseError(f"{table.name}: bronze table is locked by another session for longer than "
-                             f"lock_timeout ({loader.lock_timeout}); run again later") from None
-    except (psycopg.errors.DataError, psycopg.errors.IntegrityError,
-            psycopg.errors.UndefinedColumn, psycopg.errors.BadCopyFileFormat) as exc:
-        raise LoadRejected(f"{table.name}: {where} could not be loaded into {loader.schema}.{table.name}: "
-                           f"{first_line(exc)}") from None
-    except psycopg.OperationalError as exc:
-        raise WarehouseUnreachable(f"{table.name}: the warehouse connection failed during the load ({exc}); "
-                                   "nothing was committed, run again") from None
 
 
 def load_repair(loader: Loader, table: TableConfig, columns: list[str], data: Iterable[bytes],
@@ -71,7 +48,8 @@ def load_repair(loader: Loader, table: TableConfig, columns: list[str], data: It
         old = sql.SQL(", ").join(sql.SQL("b.{}::text").format(sql.Identifier(c)) for c in others)
         new = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}::text").format(sql.Identifier(c)) for c in others)
         action = sql.SQL("DO UPDATE SET {} WHERE ROW({}) IS DISTINCT FROM ROW({})").format(sets, old, new)
-    with _translated(loader, table, where), conn.transaction():
+    duplicate = f"run `bronzeline reconcile {table.name}` again (repair batch {where})"
+    with loader.translated_errors(table, where, duplicate), conn.transaction():
         conn.execute("SELECT set_config('lock_timeout', %s, true)", (loader.lock_timeout,))
         conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(bronze))
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(stage))
