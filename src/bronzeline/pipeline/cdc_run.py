@@ -28,6 +28,7 @@ from bronzeline.errors import BatchError, SourceError, Terminal, WarehouseError
 from bronzeline.events import Event, EventSink, ignore
 from bronzeline.faults import crash_point
 from bronzeline.pipeline.cdc_batches import BatchFiles, PageInfo
+from bronzeline.pipeline.cdc_drain import drain
 from bronzeline.pipeline.table_run import TableOutcome, TableRun
 from bronzeline.sources.base import Column, Extract, Window
 from bronzeline.sources.cdc.changes import Change, Page, Relation, SlotHealth, SpooledPage, TableLines, lsn_text
@@ -38,8 +39,6 @@ from bronzeline.store.batch import Manifest
 from bronzeline.warehouse import ddl, schema_diff
 from bronzeline.warehouse.cdc_apply import Applied, Applier, PageFile
 from bronzeline.warehouse.cdc_control import CdcControl
-
-PLANNER_PAGE = 20_000  # the most changes of a page read as Change objects for the planner (memory follows it)
 
 
 class SnapshotReader(Protocol):
@@ -59,7 +58,7 @@ class ChangeReader(Protocol):
     def snapshot_alone(self) -> AbstractContextManager[SnapshotReader]: ...
     def read_page(self, max_changes: int, after_lsn: int | None = None) -> Page: ...
     def read_spooled(self, max_changes: int, folder: Path, after_lsn: int | None = None,
-                     tables: set[tuple[str, str]] | None = None) -> SpooledPage: ...
+                     tables: set[tuple[str, str]] | None = None, skip_rows: int = 0) -> SpooledPage: ...
     def advance(self, lsn: int) -> None: ...
     def heartbeat(self) -> None: ...
     def health(self) -> SlotHealth: ...
@@ -382,31 +381,12 @@ class SlotApplier:
 
     # ------------------------------------------------------------------ the pages
     def drain(self, reader: ChangeReader, *, until_lsn: int | None, stop: threading.Event) -> bool:
-        """Apply pages until caught up (or past `until_lsn`); returns whether anything was waiting. Pages are read
-        into line files in a scratch folder (local disk, removed at the end); a page the set-based apply cannot
-        do exactly is read again as Change objects, at most PLANNER_PAGE of them, for the planner."""
-        busy = False
-        limit = self.config.cdc.page_changes
-        wanted = {t.source_relation for t in self.tables if t.source_relation is not None}
-        with tempfile.TemporaryDirectory(prefix="bronzeline-cdc-") as folder:
-            while not stop.is_set():
-                state = self.cdc.slot(self.slot)
-                applied = state.applied_lsn if state else None
-                page: Page | SpooledPage = reader.read_spooled(limit, Path(folder), after_lsn=applied, tables=wanted)
-                if isinstance(page, SpooledPage) and page.needs_planner:
-                    page.discard()
-                    page = reader.read_page(min(limit, PLANNER_PAGE), after_lsn=applied)
-                if page.end_lsn is None:
-                    return busy
-                replay = applied is not None and page.end_lsn <= applied
-                if isinstance(page, SpooledPage):
-                    self.apply_spooled(page, reader)
-                else:
-                    self.apply_page(page, reader)
-                busy = busy or not replay
-                if page.caught_up or replay or (until_lsn is not None and page.end_lsn >= until_lsn):
-                    return busy
-        return busy
+        """Apply pages until caught up (or past `until_lsn`); returns whether anything was waiting (cdc_drain.py)."""
+        return drain(self, reader, until_lsn, stop)
+
+    def applied_lsn(self) -> int | None:
+        state = self.cdc.slot(self.slot)
+        return state.applied_lsn if state else None
 
     def align(self, reader: ChangeReader) -> SlotHealth:
         """A process killed between the warehouse commit and the slot's advance: advance it now."""

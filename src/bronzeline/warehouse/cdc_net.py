@@ -40,7 +40,7 @@ def _ids(names: Iterable[str], prefix: str = "s.") -> sql.Composed:
 class LinesApply:
     """Applies one stored change-lines file of a page; the caller holds the transaction and the table's lock."""
 
-    def __init__(self, conn: Conn, bronze: sql.Composed, history: sql.Composed | None, table: TableConfig,
+    def __init__(self, conn: Conn, bronze: sql.Composable, history: sql.Composable | None, table: TableConfig,
                  columns: list[str], types: dict[str, str], stage: sql.Identifier) -> None:
         self.conn = conn
         self.bronze = bronze
@@ -137,7 +137,8 @@ class LinesApply:
     def _apply_net(self, effective: sql.Composable, marked: list[str], moved: bool) -> int:
         keys, others = self.key, [c for c in self.columns if c not in self.key]
         branches: list[sql.Composable] = [sql.SQL(
-            "SELECT {}, s.commit_lsn, s.seq, s.op, {} s.unchanged FROM {} s WHERE {} AND s.op IN ('I', 'U', 'D')").format(
+            "SELECT {}, s.commit_lsn, s.seq, s.op, {} s.unchanged FROM {} s "
+            "WHERE {} AND s.op IN ('I', 'U', 'D')").format(
                 _ids(keys), sql.SQL("").join(sql.SQL("s.{}, ").format(sql.Identifier(c)) for c in others),
                 self.stage, effective)]
         if moved:  # an update to another key also ends the old key's row
@@ -150,10 +151,12 @@ class LinesApply:
         if others:
             action = sql.SQL("DO UPDATE SET {}").format(sql.SQL(", ").join(
                 sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others))
-        parts = [sql.SQL(
-            "WITH net AS MATERIALIZED (SELECT DISTINCT ON ({k}) * FROM ({e}) e ORDER BY {k}, commit_lsn DESC, seq DESC), "
+        parts: list[sql.Composable] = [sql.SQL(
+            "WITH net AS MATERIALIZED (SELECT DISTINCT ON ({k}) * FROM ({e}) e "
+            "ORDER BY {k}, commit_lsn DESC, seq DESC), "
             "gone AS (DELETE FROM {b} b USING net n WHERE n.op = 'D' AND {on} RETURNING 1), "
-            "upserted AS (INSERT INTO {b} ({cols}) SELECT {n_cols} FROM net n WHERE n.op <> 'D' AND n.unchanged = '{{}}' "
+            "upserted AS (INSERT INTO {b} ({cols}) SELECT {n_cols} FROM net n "
+            "WHERE n.op <> 'D' AND n.unchanged = '{{}}' "
             "ON CONFLICT ({k}) {action})").format(
                 k=_ids(keys, ""), e=sql.SQL(" UNION ALL ").join(branches), b=self.bronze, on=on_key,
                 cols=_ids(self.columns, ""), n_cols=_ids(self.columns, "n."), action=action)]

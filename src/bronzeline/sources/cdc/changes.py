@@ -111,6 +111,7 @@ class SpooledPage:
     last_commit_time: datetime | None = None
     transactions: int = 0
     changes: int = 0
+    messages: int = 0  # rows the slot sent up to the page's last commit (skipped transactions too)
     caught_up: bool = True
     needs_planner: bool = False
 

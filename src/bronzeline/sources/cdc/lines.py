@@ -149,9 +149,10 @@ class _Out:
 
 
 def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: int, after_lsn: int | None,
-               wanted: set[tuple[str, str]] | None, folder: Path) -> SpooledPage:
+               wanted: set[tuple[str, str]] | None, folder: Path, server_limit: int | None = None) -> SpooledPage:
     """Read one page from the peek's rows into line files under `folder` (the bounds of ChangeSource.read_page).
-    Changes of tables not in `wanted` count towards the page but are not written."""
+    Changes of tables not in `wanted` count towards the page but are not written. `server_limit`: the row
+    limit the peek was given (when the server stopped there, more may be waiting)."""
     page = SpooledPage()
     outs: dict[tuple[str, str], _Out] = {}
     targets: dict[int, _Out | None] = {}  # relation oid → its table's file (None: not wanted)
@@ -258,6 +259,7 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
             elif kind == 0x43:  # 'C'
                 _, commit_lsn, _, _ = _COMMIT.unpack_from(data, 1)
                 page.end_lsn = commit_lsn
+                page.messages = rows
                 if not skipping:
                     for out in touched:
                         out.commit(commit_lsn)
@@ -274,12 +276,12 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
                 for n in range(count):
                     (oid,) = unpack_u32(data, 6 + 4 * n)
                     out = targets[oid] if oid in targets else target(oid)
-                    seq += 1
                     if out is not None:
                         out.lines.truncate = True
                         shape = out.shape
-                        emit(out, format_line(b"T", lsn_tab, seq - 1, tab_time_tab, b"{}",
+                        emit(out, format_line(b"T", lsn_tab, seq + n, tab_time_tab, b"{}",
                                               b"\t".join([NULL] * shape.ncols), shape.no_old))
+                seq += count
             elif kind == 0x52:  # 'R'
                 relation = decoder.decode(data)
                 assert isinstance(relation, Relation)
@@ -314,7 +316,7 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
         if out.lines.rows == 0:
             out.lines.path.unlink()
             del page.tables[name]
-    if rows >= max_changes:
+    if rows >= (server_limit or max_changes):
         page.caught_up = False  # the server stopped at the limit: more may be waiting
     return page
 

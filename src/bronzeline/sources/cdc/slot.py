@@ -210,16 +210,19 @@ class ChangeSource:
         return page
 
     def read_spooled(self, max_changes: int, folder: Path, after_lsn: int | None = None,
-                     tables: set[tuple[str, str]] | None = None) -> SpooledPage:
+                     tables: set[tuple[str, str]] | None = None, skip_rows: int = 0) -> SpooledPage:
         """The page read_page would return, written straight into one COPY text file per table under `folder`
         (sources/cdc/lines.py): memory does not follow the page's size. `tables` ((schema, table)): the
-        tables to write; the others' changes still count towards the page."""
+        tables to write; the others' changes still count towards the page. `skip_rows`: about how many
+        messages the slot sends first that `after_lsn` skips (pages read ahead, not applied yet), so the
+        server's limit still leaves room for a whole page."""
         self._lock()
         row = self._slot_row()
         self._require_slot(row)
         try:
-            with self._peek(str(row[0]), max_changes) as stream:
-                return spool_page(stream, Decoder(self.keys), max_changes, after_lsn, tables, folder)
+            with self._peek(str(row[0]), max_changes + skip_rows) as stream:
+                return spool_page(stream, Decoder(self.keys), max_changes, after_lsn, tables, folder,
+                                  max_changes + skip_rows)
         except psycopg.Error as exc:
             raise self._failure(exc, "reading the slot") from None
 
