@@ -26,6 +26,7 @@ NULL = b"\\N"
 _BEGIN = struct.Struct(">QqI")
 _COMMIT = struct.Struct(">BQQq")
 _U32 = struct.Struct(">I")
+_SPECIAL = b"\\\t\n\r"  # the bytes COPY text escapes
 _FLUSH_LINES = 4096  # a table's lines of the current transaction kept in memory before they go to its file
 
 
@@ -34,10 +35,11 @@ def escape(value: bytes) -> bytes:
 
 
 def copy_join(parts: list[bytes], nulls: int) -> bytes:
-    """The values as one COPY text field list. `nulls`: how many parts are the NULL object (by identity): each
-    brings one backslash, so any other backslash, or a tab, newline or CR, means some value needs escaping."""
+    """The values as one COPY text field list. `nulls`: how many parts are the NULL object (by identity). The
+    separators and NULLs account for len(parts) - 1 + nulls special bytes; any more means some value has a
+    backslash, tab, newline or CR, and the values are escaped one by one (one C pass in the common case)."""
     text = b"\t".join(parts)
-    if text.count(b"\\") != nulls or text.count(b"\t") != len(parts) - 1 or b"\n" in text or b"\r" in text:
+    if len(text) - len(text.translate(None, _SPECIAL)) != len(parts) - 1 + nulls:
         text = b"\t".join([p if p is NULL else escape(p) for p in parts])
     return text
 
@@ -50,7 +52,7 @@ def array_element(name: str) -> bytes:
 class LineShape:
     """A relation as the line writer needs it: column count, key positions, names as text[] elements."""
 
-    __slots__ = ("elements", "key_pos", "names", "ncols", "no_old")
+    __slots__ = ("elements", "key_pos", "names", "ncols", "no_old", "no_old_tail", "special")
 
     def __init__(self, names: list[str], key: list[str]) -> None:
         self.names = names
@@ -58,6 +60,8 @@ class LineShape:
         self.key_pos = [names.index(k) if k in names else -1 for k in key]
         self.elements = [array_element(n) for n in names]
         self.no_old = b"\t".join([NULL] * len(key))
+        self.no_old_tail = b"\t" + self.no_old + b"\n"
+        self.special = self.ncols - 1  # separators in a values text
 
     def unchanged(self, marked: list[int] | None) -> bytes:
         if not marked:
@@ -160,9 +164,10 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
     skipping = False
     txn_changes = 0
     commit_lsn = seq = rows = 0
-    lsn_tab = tab_time_tab = b""
+    lsn_tab = tab_time_tab = insert_head = time_empty = b""
     commit_time = None
     unpack_u32 = _U32.unpack_from
+    join_tab = b"\t".join
 
     def target(oid: int) -> _Out | None:
         if oid in targets:
@@ -180,14 +185,6 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
             page.tables[name] = lines
         targets[oid] = out
         return out
-
-    def emit(out: _Out, line: bytes) -> None:
-        if out.txn_rows == 0:
-            touched.append(out)
-        out.txn_rows += 1
-        out.buf.append(line)
-        if len(out.buf) >= _FLUSH_LINES:
-            out.spill()
 
     try:
         for (data,) in stream:
@@ -207,12 +204,14 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
                     continue
                 shape = out.shape
                 ncols = shape.ncols
-                if kind == 0x49:
+                if kind == 0x49:  # the hot path: copy_join and format_line inlined
                     if data[5] != 0x4E:
                         raise ChangeDecodeError(f"insert without a new tuple ({data[5:6]!r})")
                     parts, _, nulls, _ = tuple_parts(data, 6, ncols)
-                    emit(out, format_line(b"I", lsn_tab, seq - 1, tab_time_tab, b"{}", copy_join(parts, nulls),
-                                          shape.no_old))
+                    values = join_tab(parts)
+                    if len(values) - len(values.translate(None, _SPECIAL)) != shape.special + nulls:
+                        values = copy_join(parts, nulls)
+                    line = b"%b%d%b%b%b" % (insert_head, seq - 1, time_empty, values, shape.no_old_tail)
                 elif kind == 0x55:
                     pos = 5
                     old: list[bytes] | None = None
@@ -235,8 +234,8 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
                             old_text = copy_join(old_key, sum(1 for p in old_key if p is NULL))
                     if marked:
                         out.lines.unchanged.update(shape.names[i] for i in marked)
-                    emit(out, format_line(b"U", lsn_tab, seq - 1, tab_time_tab, shape.unchanged(marked),
-                                          copy_join(parts, nulls), old_text))
+                    line = format_line(b"U", lsn_tab, seq - 1, tab_time_tab, shape.unchanged(marked),
+                                       copy_join(parts, nulls), old_text)
                 else:
                     if data[5] not in (0x4B, 0x4F):
                         raise ChangeDecodeError(f"delete without an old key ({data[5:6]!r})")
@@ -247,8 +246,15 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
                     for i, value in zip(shape.key_pos, old_key, strict=True):
                         if i >= 0:
                             values[i] = value
-                    emit(out, format_line(b"D", lsn_tab, seq - 1, tab_time_tab, b"{}",
-                                          copy_join(values, sum(1 for p in values if p is NULL)), key_text))
+                    line = format_line(b"D", lsn_tab, seq - 1, tab_time_tab, b"{}",
+                                       copy_join(values, sum(1 for p in values if p is NULL)), key_text)
+                if out.txn_rows == 0:
+                    touched.append(out)
+                out.txn_rows += 1
+                buf = out.buf
+                buf.append(line)
+                if len(buf) >= _FLUSH_LINES:
+                    out.spill()
             elif kind == 0x42:  # 'B'
                 commit_lsn, ts, _ = _BEGIN.unpack_from(data, 1)
                 skipping = after_lsn is not None and commit_lsn <= after_lsn
@@ -256,6 +262,8 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
                 commit_time = pg_time(ts)
                 lsn_tab = lsn_text(commit_lsn).encode() + b"\t"
                 tab_time_tab = b"\t" + commit_time.isoformat().encode() + b"\t"
+                insert_head = b"I\t" + lsn_tab
+                time_empty = tab_time_tab + b"{}\t"
             elif kind == 0x43:  # 'C'
                 _, commit_lsn, _, _ = _COMMIT.unpack_from(data, 1)
                 page.end_lsn = commit_lsn
@@ -279,8 +287,11 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
                     if out is not None:
                         out.lines.truncate = True
                         shape = out.shape
-                        emit(out, format_line(b"T", lsn_tab, seq + n, tab_time_tab, b"{}",
-                                              b"\t".join([NULL] * shape.ncols), shape.no_old))
+                        if out.txn_rows == 0:
+                            touched.append(out)
+                        out.txn_rows += 1
+                        out.buf.append(format_line(b"T", lsn_tab, seq + n, tab_time_tab, b"{}",
+                                                   b"\t".join([NULL] * shape.ncols), shape.no_old))
                 seq += count
             elif kind == 0x52:  # 'R'
                 relation = decoder.decode(data)
