@@ -242,12 +242,12 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
                     old, _, _, _ = tuple_parts(data, 6, ncols)
                     old_key = shape.key_parts(old)
                     key_text = copy_join(old_key, sum(1 for p in old_key if p is NULL))
-                    values = [NULL] * ncols
+                    deleted = [NULL] * ncols
                     for i, value in zip(shape.key_pos, old_key, strict=True):
                         if i >= 0:
-                            values[i] = value
+                            deleted[i] = value
                     line = format_line(b"D", lsn_tab, seq - 1, tab_time_tab, b"{}",
-                                       copy_join(values, sum(1 for p in values if p is NULL)), key_text)
+                                       copy_join(deleted, sum(1 for p in deleted if p is NULL)), key_text)
                 if out.txn_rows == 0:
                     touched.append(out)
                 out.txn_rows += 1
