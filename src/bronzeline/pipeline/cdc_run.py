@@ -19,16 +19,17 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from bronzeline.batches.area import Area, BatchKeys
 from bronzeline.config.models import Config, TableConfig
 from bronzeline.context import Context
-from bronzeline.errors import BatchError, SourceError, Terminal, WarehouseError
+from bronzeline.errors import BatchError, SourceError, WarehouseError
 from bronzeline.events import Event, EventSink, ignore
 from bronzeline.faults import crash_point
 from bronzeline.pipeline.cdc_batches import BatchFiles, PageInfo
 from bronzeline.pipeline.cdc_drain import drain
+from bronzeline.pipeline.cdc_schema import ShapeCheck, TableStopped
 from bronzeline.pipeline.table_run import TableOutcome, TableRun
 from bronzeline.sources.base import Column, Extract, Window
 from bronzeline.sources.cdc.changes import Change, Page, Relation, SlotHealth, SpooledPage, TableLines, lsn_text
@@ -36,7 +37,6 @@ from bronzeline.sources.cdc.lines import lines_of_changes
 from bronzeline.sources.postgres import PostgresSource
 from bronzeline.store import batch
 from bronzeline.store.batch import Manifest
-from bronzeline.warehouse import ddl, schema_diff
 from bronzeline.warehouse.cdc_apply import Applied, Applier, PageFile
 from bronzeline.warehouse.cdc_control import CdcControl
 
@@ -64,10 +64,6 @@ class ChangeReader(Protocol):
     def health(self) -> SlotHealth: ...
     def cancel(self) -> None: ...
     def close(self) -> None: ...
-
-
-class TableStopped(Terminal):
-    """A cdc table's source changed in a way bronze cannot follow on its own; the message says what to run."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +114,7 @@ class SlotApplier:
         self.by_relation = {t.source_relation: t for t in self.tables}
         self.on_event = on_event or ignore
         self.outcomes: dict[str, TableOutcome] = {t.name: TableOutcome(t.name, "loaded") for t in self.tables}
-        self._checked: dict[str, tuple[tuple[Any, ...], list[tuple[str, str]]]] = {}
+        self.shapes = ShapeCheck(ctx, self.cdc)
 
     @property
     def cdc(self) -> CdcControl:
@@ -196,11 +192,11 @@ class SlotApplier:
                                      f"{table.name}` (it takes the snapshot first)")
             skip = max(joined[table.name].start_lsn, applied or 0)
             if isinstance(found, TableLines):
-                types, added = self._columns(table, found.relation)
+                types, added = self.shapes.columns(table, found.relation)
                 written.append(files.lines(table, found, types, added, skip, info))
             else:
                 relation = relations.get(table.name)
-                types, added = self._columns(table, relation)
+                types, added = self.shapes.columns(table, relation)
                 written.append(files.planned(table, found, relation, types, added, skip, info))
         self._apply_stored(written, end_lsn, last_commit_time, reader)
 
@@ -242,52 +238,6 @@ class SlotApplier:
     def _refuse(self, table: TableConfig, keys: BatchKeys, manifest: Manifest, why: str) -> None:
         Area(self.ctx.store, table.name).move(keys, "failed")
         self.ctx.control.mark_failed(manifest.run_id, f"batch refused: {why}")
-
-    # ------------------------------------------------------------------ schema changes
-    def _columns(self, table: TableConfig, relation: Relation | None) -> tuple[dict[str, str], list[tuple[str, str]]]:
-        """Bronze's column types, and the columns to add for this relation; raises TableStopped for a change
-        bronze cannot follow."""
-        schema = self.config.warehouse.bronze_schema
-        bronze = ddl.bronze_columns(self.ctx.warehouse, schema, table.name)
-        if bronze is None:
-            raise WarehouseError(f"{table.name}: {schema}.{table.name} does not exist; run `bronzeline migrate`")
-        types = {c.name: c.type for c in bronze}
-        if relation is None:
-            return types, []
-        shape = tuple((c.name, c.type_oid, c.typmod) for c in relation.columns)
-        seen = self._checked.get(table.name)
-        if seen is not None and seen[0] == shape and all(n in types for n, _ in seen[1]):
-            return types, []
-        names = [c.name for c in relation.columns]
-        described = {c.name: c for c in self.ctx.source(table.source).describe(table)}
-        current = [described[n] for n in names if n in described]
-        changes = schema_diff.compare(current, bronze)
-        removed = [c.column for c in changes if c.kind == "removed" and c.column not in names]
-        retyped = [c for c in changes if c.kind in ("retyped", "typmod")]
-        unknown = [n for n in names if n not in described and n not in types]
-        added = [(c.column, c.source_type or "text") for c in changes if c.kind == "added" and c.column in names]
-        target = f"{schema}.{table.name}"
-        message = ""
-        if removed:
-            drops = ", ".join(f"DROP COLUMN {c}" for c in removed)
-            message = (f"{table.name}: column(s) {', '.join(removed)} no longer at the source; run `ALTER TABLE "
-                       f"{target} {drops}` in the warehouse (or add them back at the source), then run again")
-        elif retyped or unknown:
-            what = "; ".join(c.describe() for c in retyped) or f"column(s) {', '.join(unknown)} changed"
-            alters = ", ".join(f"ALTER COLUMN {c.column} TYPE {c.source_type}" for c in retyped)
-            message = (f"{table.name}: {what}; run `ALTER TABLE {target} {alters}` in the warehouse (or "
-                       f"`bronzeline resync {table.name}` after it), then run again")
-        elif added and table.schema_evolution != "add_columns":
-            adds = ", ".join(f"ADD COLUMN {n} {t}" for n, t in added)
-            message = (f"{table.name}: column(s) {', '.join(n for n, _ in added)} added at the source; run "
-                       f"`ALTER TABLE {target} {adds}` in the warehouse (or set schema_evolution: add_columns), "
-                       "then run again")
-        if message:
-            with contextlib.suppress(Exception):
-                self.cdc.set_state([table.name], "stopped", message)
-            raise TableStopped(message)
-        self._checked[table.name] = (shape, added)
-        return types, added
 
     # ------------------------------------------------------------------ leftovers
     def recover(self, reader: ChangeReader | None) -> None:
