@@ -29,7 +29,10 @@ from bronzeline.sources.cdc.lines import LINE_META, OLD_PREFIX
 from bronzeline.warehouse.loader import BoundedQueuedWriter
 
 Conn = psycopg.Connection[Any]
-LINE_TYPES = ("text", "pg_lsn", "integer", "timestamptz", "text[]")
+LINE_TYPES = ("text", "pg_lsn", "integer", "timestamptz", "text[]")  # as the manifest describes the file
+# In the temporary table commit_time and unchanged stay text: only the history (and a page with unchanged
+# values) needs them parsed, and COPY is cheaper without. No ANALYZE either: the plans do not need it.
+_STAGE_TYPES = ("text", "pg_lsn", "integer", "text", "text")
 LAYOUT = "lines"  # manifest.extra["layout"] of a change batch in this layout (the planner's has none)
 
 
@@ -58,7 +61,6 @@ class LinesApply:
         rows = self._copy(data)
         if rows != expected_rows:
             raise BatchError(f"a change batch holds {rows} rows, its manifest says {expected_rows}")
-        self.conn.execute(sql.SQL("ANALYZE {}").format(self.stage))
         self.params = {"skip": lsn_text(int(extra.get("skip_through") or 0))}
         live = sql.SQL("s.commit_lsn > %(skip)s::pg_lsn")
         effective: sql.Composable = live
@@ -79,7 +81,7 @@ class LinesApply:
         return deleted + self._apply_net(effective, marked, bool(extra.get("moved")))
 
     def _create(self) -> None:
-        col_types = list(zip(LINE_META, LINE_TYPES, strict=True))
+        col_types = list(zip(LINE_META, _STAGE_TYPES, strict=True))
         col_types += [(c, self.types[c]) for c in self.columns] + [(OLD_PREFIX + k, self.types[k]) for k in self.key]
         self.conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(self.stage, sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in col_types)))
@@ -102,16 +104,17 @@ class LinesApply:
         x_keys = _ids(self.key, "x.")
         for i, name in enumerate(marked):
             col, lit, g = sql.Identifier(name), sql.Literal(name), sql.Identifier(f"__g{i}")
-            counts.append(sql.SQL("count(*) FILTER (WHERE NOT ({} = ANY(s.unchanged))) OVER w AS {}").format(lit, g))
+            counts.append(sql.SQL("count(*) FILTER (WHERE NOT ({} = ANY(s.unchanged::text[]))) OVER w AS {}")
+                          .format(lit, g))
             values.append(sql.SQL("CASE WHEN x.{g} > 0 THEN first_value(x.{c}) OVER (PARTITION BY {k}, x.__seg, x.{g} "
                                   "ORDER BY x.commit_lsn, x.seq) END AS {v}").format(
                 g=g, c=col, k=x_keys, v=sql.Identifier(f"__v{i}")))
-            sets.append(sql.SQL("{c} = CASE WHEN f.{g} > 0 AND {lit} = ANY(s.unchanged) THEN f.{v} ELSE s.{c} END")
-                        .format(c=col, g=g, lit=lit, v=sql.Identifier(f"__v{i}")))
+            sets.append(sql.SQL("{c} = CASE WHEN f.{g} > 0 AND {lit} = ANY(s.unchanged::text[]) THEN f.{v} "
+                                "ELSE s.{c} END").format(c=col, g=g, lit=lit, v=sql.Identifier(f"__v{i}")))
             filled.append(sql.SQL("CASE WHEN f.{} > 0 THEN {} END").format(g, lit))
         self.conn.execute(sql.SQL(
-            "UPDATE {stage} s SET {sets}, unchanged = ARRAY(SELECT u FROM unnest(s.unchanged) u "
-            "  WHERE u <> ALL (array_remove(ARRAY[{filled}]::text[], NULL))) "
+            "UPDATE {stage} s SET {sets}, unchanged = ARRAY(SELECT u FROM unnest(s.unchanged::text[]) u "
+            "  WHERE u <> ALL (array_remove(ARRAY[{filled}]::text[], NULL)))::text "
             "FROM (SELECT x.commit_lsn, x.seq, {gs}, {values} FROM ("
             "  SELECT s.commit_lsn, s.seq, {keys}, {segment} AS __seg, {cols}, {counts} FROM {stage} s "
             "  WHERE {live} AND s.op IN ('I', 'U') AND ({keys}) IN ("
@@ -129,7 +132,7 @@ class LinesApply:
             sql.SQL("{}, s.{}").format(sql.Literal(k), sql.Identifier(OLD_PREFIX + k)) for k in self.key))
         self.conn.execute(sql.SQL(
             "INSERT INTO {} (op, commit_lsn, seq, commit_time, unchanged, old_key, {}) "
-            "SELECT s.op, s.commit_lsn, s.seq, s.commit_time, s.unchanged, "
+            "SELECT s.op, s.commit_lsn, s.seq, s.commit_time::timestamptz, s.unchanged::text[], "
             "CASE WHEN num_nonnulls({}) > 0 THEN {} END, {} FROM {} s WHERE {} ORDER BY s.commit_lsn, s.seq").format(
                 self.history, _ids(self.columns, ""), _ids(self.olds), old_key, _ids(self.columns), self.stage, live),
             self.params)
@@ -143,7 +146,7 @@ class LinesApply:
                 self.stage, effective)]
         if moved:  # an update to another key also ends the old key's row
             branches.append(sql.SQL(
-                "SELECT {}, s.commit_lsn, s.seq, 'D', {} '{{}}'::text[] FROM {} s "
+                "SELECT {}, s.commit_lsn, s.seq, 'D', {} '{{}}' FROM {} s "
                 "WHERE {} AND s.op = 'U' AND num_nonnulls({}) > 0").format(
                     _ids(self.olds), sql.SQL("NULL, " * len(others)), self.stage, effective, _ids(self.olds)))
         on_key = sql.SQL(" AND ").join(sql.SQL("b.{0} = n.{0}").format(sql.Identifier(k)) for k in keys)
@@ -161,7 +164,7 @@ class LinesApply:
                 k=_ids(keys, ""), e=sql.SQL(" UNION ALL ").join(branches), b=self.bronze, on=on_key,
                 cols=_ids(self.columns, ""), n_cols=_ids(self.columns, "n."), action=action)]
         if marked:  # what the page could not fill keeps bronze's value
-            sets = [sql.SQL("{0} = CASE WHEN {1} = ANY(n.unchanged) THEN b.{0} ELSE n.{0} END").format(
+            sets = [sql.SQL("{0} = CASE WHEN {1} = ANY(n.unchanged::text[]) THEN b.{0} ELSE n.{0} END").format(
                 sql.Identifier(c), sql.Literal(c)) if c in marked else sql.SQL("{0} = n.{0}").format(sql.Identifier(c))
                 for c in others]
             parts.append(sql.SQL(", kept AS (UPDATE {} b SET {} FROM net n WHERE n.op <> 'D' AND n.unchanged <> '{{}}' "
