@@ -13,7 +13,7 @@ import pytest
 
 from bronzeline.errors import ChangeDecodeError
 from bronzeline.sources.cdc.changes import UNCHANGED, Change, Relation, RelationColumn, lsn_text
-from bronzeline.sources.cdc.lines import copy_join, escape, lines_of_changes, spool_page
+from bronzeline.sources.cdc.lines import copy_join, escape, lines_of_changes, spool_page, spool_pages
 from bronzeline.sources.cdc.pgoutput import PG_EPOCH, Decoder
 
 OID = 16400
@@ -118,11 +118,16 @@ def test_pages_end_at_whole_transactions_skip_applied_ones_and_other_tables(tmp_
         messages += [begin(lsn), insert(str(2 * n).encode(), b"t", b"b"), insert(b"0", b"o", b"o", oid=OID + 1),
                      commit(lsn)]
     page, rows = spool(tmp_path, messages, max_changes=5, after=0x1000, wanted={("public", "docs")})
-    # the first transaction is already applied; 2 more fit in 5 changes (the other table's count too)
-    assert [r[5] for r in rows] == ["2", "4"]
-    assert page.end_lsn == 0x1002 and not page.caught_up  # type: ignore[attr-defined]
+    # the first transaction is already applied; the page ends with the one that reaches 5 changes (the other
+    # table's count too)
+    assert [r[5] for r in rows] == ["2", "4", "6"]
+    assert page.end_lsn == 0x1003 and not page.caught_up  # type: ignore[attr-defined]
     assert list(page.tables) == [("public", "docs")]  # type: ignore[attr-defined]
     assert len(list(tmp_path.iterdir())) == 1  # no file for a table that is not wanted
+    pages = list(spool_pages(iter([(m,) for m in messages]), Decoder(), 3, None, None, tmp_path))
+    assert [(p.end_lsn, p.transactions, p.changes, p.caught_up) for p in pages] == [
+        (0x1001, 2, 4, False), (0x1003, 2, 4, False)]  # one stream, two pages (full: the reader asks again)
+    assert sum(p.messages for p in pages) == len(messages)
 
 
 def test_truncate_and_a_second_shape(tmp_path: Path) -> None:

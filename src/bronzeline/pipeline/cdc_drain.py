@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bronzeline.pipeline.cdc_run import ChangeReader, SlotApplier
 
 PLANNER_PAGE = 20_000  # the most changes of a page read as Change objects for the planner (memory follows it)
+READ_PAGES = 10  # pages asked of the slot at once: the server decodes from the slot's restart point per peek
 
 _END = object()
 
@@ -85,14 +86,22 @@ class ReadAhead:
                 folder = self.folder / f"p{number}"
                 folder.mkdir()
                 number += 1
-                page = self.reader.read_spooled(self.limit, folder, after_lsn=after, tables=self.wanted,
-                                                skip_rows=sum(m for _, m in pending))
-                self._queue.put(page)
-                if page.needs_planner or page.end_lsn is None or page.caught_up or (
-                        self.until_lsn is not None and page.end_lsn >= self.until_lsn):
-                    break
-                pending.append((page.end_lsn, page.messages))
-                after = page.end_lsn
+                more = False
+                with contextlib.closing(self.reader.read_pages(
+                        self.limit, folder, after, self.wanted, pages=READ_PAGES,
+                        skip_rows=sum(m for _, m in pending))) as pages:
+                    for page in pages:
+                        self._queue.put(page)
+                        if page.needs_planner or page.end_lsn is None or (
+                                self.until_lsn is not None and page.end_lsn >= self.until_lsn):
+                            return
+                        pending.append((page.end_lsn, page.messages))
+                        after = page.end_lsn
+                        more = not page.caught_up
+                        if self._halt.is_set() or self.stop.is_set():
+                            return
+                if not more:
+                    return
         except BaseException as exc:  # handed to the applying thread, which raises it
             with contextlib.suppress(Exception):
                 self._queue.put(exc)
@@ -137,7 +146,7 @@ def drain(applier: SlotApplier, reader: ChangeReader, until_lsn: int | None, sto
             if ahead.committed is not None:
                 reader.advance(ahead.committed)
             if planner:
-                page_objects = reader.read_page(min(limit, PLANNER_PAGE), after_lsn=applied)
+                page_objects = reader.read_page(min(limit, PLANNER_PAGE), after_lsn=applier.applied_lsn())
                 if page_objects.end_lsn is None:
                     return busy
                 applier.apply_page(page_objects, reader)

@@ -14,7 +14,7 @@ import contextlib
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,8 +57,9 @@ class ChangeReader(Protocol):
     def create_slot(self) -> AbstractContextManager[SnapshotReader]: ...
     def snapshot_alone(self) -> AbstractContextManager[SnapshotReader]: ...
     def read_page(self, max_changes: int, after_lsn: int | None = None) -> Page: ...
-    def read_spooled(self, max_changes: int, folder: Path, after_lsn: int | None = None,
-                     tables: set[tuple[str, str]] | None = None, skip_rows: int = 0) -> SpooledPage: ...
+    def read_pages(self, max_changes: int, folder: Path, after_lsn: int | None = None,
+                   tables: set[tuple[str, str]] | None = None, *, pages: int = 1, skip_rows: int = 0
+                   ) -> Generator[SpooledPage, None, None]: ...
     def advance(self, lsn: int) -> None: ...
     def heartbeat(self) -> None: ...
     def health(self) -> SlotHealth: ...
@@ -127,7 +128,7 @@ class SlotApplier:
 
     # ------------------------------------------------------------------ one page
     def apply_spooled(self, page: SpooledPage, reader: ChangeReader | None) -> None:
-        """A page read into line files (ChangeSource.read_spooled): its batch files, applied in one transaction,
+        """A page read into line files (ChangeSource.read_pages): its batch files, applied in one transaction,
         moved, then the slot advanced. The line files are removed in any case."""
         try:
             if page.end_lsn is None or self._replayed(page.end_lsn, reader):

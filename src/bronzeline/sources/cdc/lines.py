@@ -12,7 +12,7 @@ they are escaped only when the tuple holds a backslash, tab, newline or carriage
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -154,7 +154,19 @@ class _Out:
 
 def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: int, after_lsn: int | None,
                wanted: set[tuple[str, str]] | None, folder: Path, server_limit: int | None = None) -> SpooledPage:
-    """Read one page from the peek's rows into line files under `folder` (the bounds of ChangeSource.read_page).
+    """The first page of spool_pages (the rest of the stream is left unread)."""
+    pages = spool_pages(stream, decoder, max_changes, after_lsn, wanted, folder, server_limit)
+    try:
+        return next(pages)
+    finally:
+        pages.close()
+
+
+def spool_pages(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: int, after_lsn: int | None,
+                wanted: set[tuple[str, str]] | None, folder: Path, server_limit: int | None = None
+                ) -> Generator[SpooledPage, None, None]:
+    """The peek's rows as pages of line files under `folder` (see ChangeSource.read_pages): a page ends with
+    the transaction that brings it to `max_changes` changes, and the next page goes on with the same stream.
     Changes of tables not in `wanted` count towards the page but are not written. `server_limit`: the row
     limit the peek was given (when the server stopped there, more may be waiting)."""
     page = SpooledPage()
@@ -163,7 +175,7 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
     touched: list[_Out] = []
     skipping = False
     txn_changes = 0
-    commit_lsn = seq = rows = 0
+    commit_lsn = seq = rows = page_start = number = 0
     lsn_tab = tab_time_tab = insert_head = time_empty = b""
     commit_time = None
     unpack_u32 = _U32.unpack_from
@@ -180,12 +192,24 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
         if out is None and (wanted is None or name in wanted):
             names = [c.name for c in relation.columns]
             key = list(decoder.keys.get(name) or [c.name for c in relation.columns if c.is_key])
-            lines = TableLines(relation, folder / f"{len(outs)}_{relation.table[:40]}.copy")
+            lines = TableLines(relation, folder / f"{number}_{len(outs)}_{relation.table[:40]}.copy")
             out = outs[name] = _Out(lines, LineShape(names, key))
             page.tables[name] = lines
         targets[oid] = out
         return out
 
+    def finish() -> SpooledPage:
+        for out in touched:  # a transaction the page ends before
+            out.rollback()
+        touched.clear()
+        for name, out in outs.items():
+            out.fh.close()
+            if out.lines.rows == 0:
+                out.lines.path.unlink()
+                del page.tables[name]
+        return page
+
+    stopped = False
     try:
         for (data,) in stream:
             rows += 1
@@ -194,9 +218,6 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
                 if skipping:
                     continue
                 txn_changes += 1
-                if page.transactions and page.changes + txn_changes > max_changes:
-                    page.caught_up = False
-                    break
                 (oid,) = unpack_u32(data, 1)
                 out = targets[oid] if oid in targets else target(oid)
                 seq += 1
@@ -229,6 +250,7 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
                                     page.caught_up = False
                                 else:
                                     page.needs_planner = True
+                                stopped = True
                                 break
                             out.lines.moved = True
                             old_text = copy_join(old_key, sum(1 for p in old_key if p is NULL))
@@ -267,7 +289,7 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
             elif kind == 0x43:  # 'C'
                 _, commit_lsn, _, _ = _COMMIT.unpack_from(data, 1)
                 page.end_lsn = commit_lsn
-                page.messages = rows
+                page.messages = rows - page_start
                 if not skipping:
                     for out in touched:
                         out.commit(commit_lsn)
@@ -276,6 +298,12 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
                     page.changes += txn_changes
                     page.transactions += 1
                     page.last_commit_time = commit_time
+                if page.changes >= max_changes:  # the page is full: the next one goes on with the stream
+                    page.caught_up = False
+                    full = finish()
+                    page, outs, targets = SpooledPage(), {}, {}
+                    page_start, number = rows, number + 1
+                    yield full  # the caller owns it now
             elif kind == 0x54:  # 'T'
                 if skipping:
                     continue
@@ -306,6 +334,7 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
                         page.caught_up = False
                     else:
                         page.needs_planner = True
+                    stopped = True
                     break
             else:
                 decoder.decode(data)  # Origin, Type, logical Message: nothing to write; raises on unknown types
@@ -315,21 +344,16 @@ def spool_page(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: in
         page.discard()
         raise ChangeDecodeError(f"cannot decode a pgoutput message: {exc}; the slot was read with an unexpected "
                                 "protocol") from None
-    except BaseException:
+    except BaseException:  # also GeneratorExit: the reader stopped early
         for out in outs.values():
             out.fh.close()
         page.discard()
         raise
-    for out in touched:  # a transaction the page ends before
-        out.rollback()
-    for name, out in outs.items():
-        out.fh.close()
-        if out.lines.rows == 0:
-            out.lines.path.unlink()
-            del page.tables[name]
-    if rows >= (server_limit or max_changes):
+    finish()
+    if not stopped and rows >= (server_limit or max_changes):
         page.caught_up = False  # the server stopped at the limit: more may be waiting
-    return page
+    if page.end_lsn is not None or number == 0 or page.needs_planner:
+        yield page
 
 
 def _text(value: object) -> bytes:

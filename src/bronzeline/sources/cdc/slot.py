@@ -31,7 +31,7 @@ from bronzeline.errors import (
 )
 from bronzeline.redact import dsn_password, redact
 from bronzeline.sources.cdc.changes import Change, Page, Relation, SlotHealth, SpooledPage, lsn_text, parse_lsn
-from bronzeline.sources.cdc.lines import spool_page
+from bronzeline.sources.cdc.lines import spool_pages
 from bronzeline.sources.cdc.pgoutput import Begin, Commit, Decoder, LogicalMessage, Truncated
 from bronzeline.sources.cdc.snapshot import SlotSnapshot, exported_snapshot
 from bronzeline.text import first_line
@@ -210,19 +210,31 @@ class ChangeSource:
         return page
 
     def read_spooled(self, max_changes: int, folder: Path, after_lsn: int | None = None,
-                     tables: set[tuple[str, str]] | None = None, skip_rows: int = 0) -> SpooledPage:
-        """The page read_page would return, written straight into one COPY text file per table under `folder`
-        (sources/cdc/lines.py): memory does not follow the page's size. `tables` ((schema, table)): the
-        tables to write; the others' changes still count towards the page. `skip_rows`: about how many
-        messages the slot sends first that `after_lsn` skips (pages read ahead, not applied yet), so the
-        server's limit still leaves room for a whole page."""
+                     tables: set[tuple[str, str]] | None = None) -> SpooledPage:
+        """The page read_page would return (ending with the transaction that reaches `max_changes`), written
+        straight into one COPY text file per table under `folder` (sources/cdc/lines.py)."""
+        pages = self.read_pages(max_changes, folder, after_lsn, tables)
+        try:
+            return next(pages)
+        finally:
+            pages.close()
+
+    def read_pages(self, max_changes: int, folder: Path, after_lsn: int | None = None,
+                   tables: set[tuple[str, str]] | None = None, *, pages: int = 1, skip_rows: int = 0
+                   ) -> Generator[SpooledPage, None, None]:
+        """Pages of line files from ONE peek of up to `pages` × `max_changes` changes (each peek makes the server
+        decode again from the slot's restart point, so one large peek is cheaper than many small ones): a page
+        ends with the transaction that brings it to `max_changes`, and is handed over while the rest of the peek
+        is decoded. Memory does not follow the page's size. `tables` ((schema, table)): the tables to write; the
+        others' changes still count towards the page. `skip_rows`: about how many rows the slot sends first
+        that `after_lsn` skips (pages read ahead and not applied yet), so the server's limit leaves room."""
         self._lock()
         row = self._slot_row()
         self._require_slot(row)
+        limit = max_changes * pages + skip_rows
         try:
-            with self._peek(str(row[0]), max_changes + skip_rows) as stream:
-                return spool_page(stream, Decoder(self.keys), max_changes, after_lsn, tables, folder,
-                                  max_changes + skip_rows)
+            with self._peek(str(row[0]), limit) as stream:
+                yield from spool_pages(stream, Decoder(self.keys), max_changes, after_lsn, tables, folder, limit)
         except psycopg.Error as exc:
             raise self._failure(exc, "reading the slot") from None
 
