@@ -231,7 +231,7 @@ class ChangeSource:
         self._lock()
         row = self._slot_row()
         self._require_slot(row)
-        limit = max_changes * pages + skip_rows
+        limit = min(max_changes * pages + skip_rows, 2**31 - 1)  # upto_nchanges is an integer
         try:
             with self._peek(str(row[0]), limit) as stream:
                 yield from spool_pages(stream, Decoder(self.keys), max_changes, after_lsn, tables, folder, limit)
