@@ -142,7 +142,7 @@ def main() -> None:
             del page
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         folder.rmdir()
-        print(f"read + decode: {total:,} changes in {pages} pages of <= {args.page:,} in {wall:.2f} s "
+        print(f"read + decode: {total:,} changes in {pages} pages of about {args.page:,} in {wall:.2f} s "
               f"= {total / wall:,.0f} changes/s")
         print(f"  of which advance(): {advancing:.2f} s; this process's CPU (transfer + decoding): {cpu:.2f} s "
               f"= {total / cpu:,.0f} changes per CPU second")
