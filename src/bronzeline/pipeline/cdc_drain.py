@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bronzeline.errors import StoreError
 from bronzeline.sources.cdc.changes import SpooledPage
 
 if TYPE_CHECKING:
@@ -102,6 +103,10 @@ class ReadAhead:
                             return
                 if not more:
                     return
+        except OSError as exc:  # the scratch folder (a full disk)
+            self._queue.put(StoreError(
+                f"writing a page of changes to {self.folder} failed ({exc.strerror or exc}); free space there or "
+                "set TMPDIR to a folder with room (a page takes about 130 bytes per change)"))
         except BaseException as exc:  # handed to the applying thread, which raises it
             with contextlib.suppress(Exception):
                 self._queue.put(exc)
