@@ -115,7 +115,7 @@ class SlotApplier:
         self.by_relation = {t.source_relation: t for t in self.tables}
         self.on_event = on_event or ignore
         self.outcomes: dict[str, TableOutcome] = {t.name: TableOutcome(t.name, "loaded") for t in self.tables}
-        self.shapes = ShapeCheck(ctx, self.cdc)
+        self.shapes = ShapeCheck(ctx)
 
     @property
     def cdc(self) -> CdcControl:

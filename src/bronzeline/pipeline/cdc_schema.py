@@ -21,10 +21,9 @@ class TableStopped(Terminal):
 class ShapeCheck:
     """Checks each table's relation once per shape (the source is asked only when the shape is new)."""
 
-    def __init__(self, ctx: Context, cdc: CdcControl) -> None:
+    def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.config = ctx.config
-        self.cdc = cdc
         self.checked: dict[str, tuple[tuple[Any, ...], list[tuple[str, str]]]] = {}
 
     def columns(self, table: TableConfig, relation: Relation | None) -> tuple[dict[str, str], list[tuple[str, str]]]:
@@ -67,7 +66,8 @@ class ShapeCheck:
                        "then run again")
         if message:
             with contextlib.suppress(Exception):
-                self.cdc.set_state([table.name], "stopped", message)
+                CdcControl(self.ctx.warehouse, self.config.warehouse.control_schema).set_state(
+                    [table.name], "stopped", message)
             raise TableStopped(message)
         self.checked[table.name] = (shape, added)
         return types, added
