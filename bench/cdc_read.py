@@ -10,11 +10,12 @@ On a local PostgreSQL with wal_level=logical (superuser DSN), in a scratch datab
     logs every 15 s on a server that is writing: a peek always decodes from the slot's restart point, which
     advance() moves only past such a record, so a backlog written in seconds without one would make every
     page decode everything before it again (--no-checkpoints shows that worst case);
-  * the read: ChangeSource.read_page(page) then advance(end_lsn), until the slot is caught up — peek +
-    transfer + pgoutput decoding into Change objects, as `stream` pays it (without the warehouse side);
+  * the read: ChangeSource.read_spooled(page) then advance(end_lsn), until the slot is caught up — peek +
+    transfer + pgoutput decoding straight into per-table COPY text files, as `stream` pays it (without the
+    warehouse side); `--objects` reads Change objects instead (read_page: tests and the planner's pages);
   * also the server alone: the same backlog peeked with `SELECT count(*)` (decoding on the server, nothing
     sent), the floor any SQL-polling reader pays;
-  * peak RSS of this process (ru_maxrss), which holds one page of Change objects at a time.
+  * peak RSS of this process (ru_maxrss): flat with spooled pages; one page of Change objects with --objects.
 
     PYTHONPATH=src python bench/cdc_read.py --dsn "host=127.0.0.1 port=54331 user=postgres password=…" \
         --changes 1000000
@@ -24,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import resource
+import tempfile
 import time
+from pathlib import Path
 
 import psycopg
 from psycopg import sql
@@ -81,6 +84,7 @@ def main() -> None:
     parser.add_argument("--no-checkpoints", action="store_true",
                         help="no running-transactions record in the backlog: every page re-decodes what precedes it")
     parser.add_argument("--verbose", action="store_true", help="one line per page")
+    parser.add_argument("--objects", action="store_true", help="decode into Change objects (read_page)")
     args = parser.parse_args()
 
     params = conninfo_to_dict(args.dsn)
@@ -114,23 +118,31 @@ def main() -> None:
         total = pages = 0
         advancing = 0.0
         t0, cpu0 = time.perf_counter(), time.process_time()
+        folder = Path(tempfile.mkdtemp(prefix="bronzeline-cdc-read-"))
         while True:
-            page = source.read_page(args.page)
+            if args.objects:
+                page = source.read_page(args.page)
+                changes = len(page.changes)
+            else:
+                spooled = source.read_spooled(args.page, folder)
+                spooled.discard()
+                page, changes = spooled, spooled.changes  # type: ignore[assignment]
             t1 = time.perf_counter()
             if page.end_lsn is not None:
                 source.advance(page.end_lsn)
             advancing += time.perf_counter() - t1
-            total += len(page.changes)
+            total += changes
             pages += 1
             if args.verbose:
                 h = source.health()
-                print(f"  page {pages}: {len(page.changes):,} changes, {time.perf_counter() - t0:.2f} s; slot "
+                print(f"  page {pages}: {changes:,} changes, {time.perf_counter() - t0:.2f} s; slot "
                       f"restart {h.restart_lsn}, confirmed {h.confirmed_flush_lsn}")
             if page.caught_up:
                 break
             del page
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        print(f"read + decode: {total:,} changes in {pages} pages of <= {args.page:,} in {wall:.2f} s "
+        folder.rmdir()
+        print(f"read + decode: {total:,} changes in {pages} pages of about {args.page:,} in {wall:.2f} s "
               f"= {total / wall:,.0f} changes/s")
         print(f"  of which advance(): {advancing:.2f} s; this process's CPU (transfer + decoding): {cpu:.2f} s "
               f"= {total / cpu:,.0f} changes per CPU second")

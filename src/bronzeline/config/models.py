@@ -204,7 +204,7 @@ class CdcConfig(Strict):
     """Change data capture (`mode: cdc` tables): how the slot is read."""
 
     poll_interval: str = Field(default="1s", description="`stream`: wait between pages when the slot is idle")
-    page_changes: int = Field(default=100_000, ge=1, description="at most this many changes per page")
+    page_changes: int = Field(default=500_000, ge=1, description="at most this many changes per page")
     heartbeat: str = Field(default="1 minute", description="an idle source still advances the slot this often")
     max_retained_wal: str = Field(default="1GB", description="`verify` fails when the slot retains more WAL")
     slot: str | None = Field(default=None, description="slot name (default bronzeline_<project>)")

@@ -11,33 +11,34 @@ with its manifest and run row → ONE warehouse transaction (cdc_apply.py) → t
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Protocol
 
 from bronzeline.batches.area import Area, BatchKeys
 from bronzeline.config.models import Config, TableConfig
 from bronzeline.context import Context
-from bronzeline.errors import BatchError, SourceError, Terminal, WarehouseError
+from bronzeline.errors import BatchError, SourceError, WarehouseError
 from bronzeline.events import Event, EventSink, ignore
 from bronzeline.faults import crash_point
+from bronzeline.pipeline.cdc_batches import BatchFiles, PageInfo
+from bronzeline.pipeline.cdc_drain import drain
+from bronzeline.pipeline.cdc_schema import ShapeCheck, TableStopped
 from bronzeline.pipeline.table_run import TableOutcome, TableRun
 from bronzeline.sources.base import Column, Extract, Window
-from bronzeline.sources.cdc.changes import Change, Page, Relation, SlotHealth, lsn_text
+from bronzeline.sources.cdc.changes import Change, Page, Relation, SlotHealth, SpooledPage, TableLines, lsn_text
+from bronzeline.sources.cdc.lines import lines_of_changes
 from bronzeline.sources.postgres import PostgresSource
 from bronzeline.store import batch
-from bronzeline.store.batch import BatchWriter, Manifest
-from bronzeline.store.change_batch import META_COLUMNS, OLD_PREFIX, TablePlan, csv_chunks, plan_table
-from bronzeline.text import iso
-from bronzeline.warehouse import ddl, schema_diff
+from bronzeline.store.batch import Manifest
 from bronzeline.warehouse.cdc_apply import Applied, Applier, PageFile
 from bronzeline.warehouse.cdc_control import CdcControl
-
-_META_TYPES = ("text", "pg_lsn", "integer", "timestamp with time zone", "text", "integer", "text[]")
 
 
 class SnapshotReader(Protocol):
@@ -56,15 +57,14 @@ class ChangeReader(Protocol):
     def create_slot(self) -> AbstractContextManager[SnapshotReader]: ...
     def snapshot_alone(self) -> AbstractContextManager[SnapshotReader]: ...
     def read_page(self, max_changes: int, after_lsn: int | None = None) -> Page: ...
+    def read_pages(self, max_changes: int, folder: Path, after_lsn: int | None = None,
+                   tables: set[tuple[str, str]] | None = None, *, pages: int = 1, skip_rows: int = 0
+                   ) -> Generator[SpooledPage, None, None]: ...
     def advance(self, lsn: int) -> None: ...
     def heartbeat(self) -> None: ...
     def health(self) -> SlotHealth: ...
     def cancel(self) -> None: ...
     def close(self) -> None: ...
-
-
-class TableStopped(Terminal):
-    """A cdc table's source changed in a way bronze cannot follow on its own; the message says what to run."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class SlotApplier:
         self.by_relation = {t.source_relation: t for t in self.tables}
         self.on_event = on_event or ignore
         self.outcomes: dict[str, TableOutcome] = {t.name: TableOutcome(t.name, "loaded") for t in self.tables}
-        self._checked: dict[str, tuple[tuple[Any, ...], list[tuple[str, str]]]] = {}
+        self.shapes = ShapeCheck(ctx)
 
     @property
     def cdc(self) -> CdcControl:
@@ -127,69 +127,79 @@ class SlotApplier:
                        wcfg.lock_timeout)
 
     # ------------------------------------------------------------------ one page
+    def apply_spooled(self, page: SpooledPage, reader: ChangeReader | None) -> None:
+        """A page read into line files (ChangeSource.read_pages): its batch files, applied in one transaction,
+        moved, then the slot advanced. The line files are removed in any case."""
+        try:
+            if page.end_lsn is None or self._replayed(page.end_lsn, reader):
+                return
+            batches: dict[str, TableLines | list[Change]] = {
+                self.by_relation[name].name: lines for name, lines in page.tables.items() if name in self.by_relation}
+            self._write_and_apply(batches, {}, page.end_lsn, page.last_commit_time, reader)
+        finally:
+            page.discard()
+
     def apply_page(self, page: Page, reader: ChangeReader | None) -> None:
-        """Write the page's change batch files, apply them in one transaction, move them, advance the slot."""
-        if page.end_lsn is None:
-            return
-        self.cdc.ensure_slot(self.slot, self.source)
-        state = self.cdc.slot(self.slot)
-        applied = state.applied_lsn if state else None
-        if applied is not None and page.end_lsn <= applied:  # a replay: already in bronze
-            if reader is not None:
-                reader.advance(page.end_lsn)
+        """A page of Change objects (read_page): each table's changes as line files, or planned when only the
+        planner applies them exactly; then as apply_spooled."""
+        if page.end_lsn is None or self._replayed(page.end_lsn, reader):
             return
         grouped: dict[str, list[Change]] = {}
         for change in page.changes:
             table = self.by_relation.get((change.schema, change.table))
             if table is not None:
                 grouped.setdefault(table.name, []).append(change)
+        with tempfile.TemporaryDirectory(prefix="bronzeline-cdc-") as folder:
+            batches: dict[str, TableLines | list[Change]] = {}
+            relations: dict[str, Relation] = {}
+            for table in self.tables:
+                relation = page.relations.get(table.source_relation or ("", ""))
+                if table.name not in grouped:
+                    continue
+                if relation is not None:
+                    relations[table.name] = relation
+                    lines = lines_of_changes(grouped[table.name], relation, list(table.key),
+                                             Path(folder) / f"{len(batches)}.copy")
+                    if lines is not None:
+                        batches[table.name] = lines
+                        continue
+                batches[table.name] = grouped[table.name]
+            self._write_and_apply(batches, relations, page.end_lsn, page.last_commit_time, reader)
+
+    def _replayed(self, end_lsn: int, reader: ChangeReader | None) -> bool:
+        """A page at or below the applied LSN is in bronze already: only the slot may still need to move."""
+        self.cdc.ensure_slot(self.slot, self.source)
+        state = self.cdc.slot(self.slot)
+        if state is not None and state.applied_lsn is not None and end_lsn <= state.applied_lsn:
+            if reader is not None:
+                reader.advance(end_lsn)
+            return True
+        return False
+
+    def _write_and_apply(self, batches: dict[str, TableLines | list[Change]], relations: dict[str, Relation],
+                         end_lsn: int, last_commit_time: datetime | None, reader: ChangeReader | None) -> None:
+        state = self.cdc.slot(self.slot)
+        applied = state.applied_lsn if state else None
         joined = self.cdc.tables(self.slot)
+        info = PageInfo(end_lsn, last_commit_time, [t.name for t in self.tables if t.name in batches])
+        files = BatchFiles(self.ctx, self.cdc)
         written: list[tuple[TableConfig, BatchKeys, Manifest]] = []
-        page_tables = [t.name for t in self.tables if t.name in grouped]
         for table in self.tables:
-            if table.name not in grouped:
+            found = batches.get(table.name)
+            if found is None:
                 continue
             if table.name not in joined:
                 raise WarehouseError(f"{table.name}: has changes but no snapshot yet; run `bronzeline run "
                                      f"{table.name}` (it takes the snapshot first)")
             skip = max(joined[table.name].start_lsn, applied or 0)
-            relation = page.relations.get(table.source_relation or ("", ""))
-            written.append(self._write(table, grouped[table.name], relation, skip, page, page_tables))
-        self._apply_stored(written, page.end_lsn, page.last_commit_time, reader)
-
-    def _write(self, table: TableConfig, changes: list[Change], relation: Relation | None, skip: int, page: Page,
-               page_tables: list[str]) -> tuple[TableConfig, BatchKeys, Manifest]:
-        types, added = self._columns(table, relation)
-        names = [c.name for c in relation.columns] if relation is not None else list(types)
-        plan = plan_table(changes, names, list(table.key), skip)
-        control = self.ctx.control
-        run_id = control.start_run(table.name, "cdc", None, None, None, None, None)
-        area = Area(self.ctx.store, table.name)
-        blob = self.config.blob
-        keys = area.new_batch(run_id, datetime.now(UTC), self.config.tz, blob.compression)
-        with self.ctx.store.open_write(keys.data) as handle:
-            writer = BatchWriter(handle, blob.compression, blob.compression_level)
-            try:
-                for chunk in csv_chunks(plan):
-                    writer.write(chunk)
-                writer.finish()
-            finally:
-                writer.close()
-        all_types = {**types, **dict(added)}
-        columns = [{"name": n, "type": t} for n, t in zip(META_COLUMNS, _META_TYPES, strict=True)]
-        columns += [{"name": n, "type": all_types[n]} for n in names]
-        columns += [{"name": OLD_PREFIX + k, "type": all_types[k]} for k in table.key]
-        last_time = max((c.commit_time for c in changes), default=None)
-        manifest = Manifest(
-            run_id=run_id, table=table.name, mode="cdc", data_file=keys.data_name, compression=blob.compression,
-            columns=columns, key=list(table.key), window_start=None, window_end=None, rows=len(plan.rows),
-            bytes=writer.bytes, sha256=writer.digest.hexdigest(), created_at=iso(datetime.now(UTC)) or "",
-            extra=_plan_extra(plan, page, page_tables, added, last_time))
-        batch.write_manifest(self.ctx.store, keys.manifest, manifest)
-        crash_point("uploaded")
-        control.mark_uploaded(run_id, area.display(keys.data), writer.bytes, manifest.sha256, manifest.rows)
-        self.cdc.note_run(run_id, plan.first_lsn, plan.last_lsn, None)
-        return table, keys, manifest
+            if isinstance(found, TableLines):
+                types, added = self.shapes.columns(table, found.relation)
+                written.append(files.lines(table, found, types, added, skip, info))
+            else:
+                relation = relations.get(table.name)
+                types, added = self.shapes.columns(table, relation)
+                written.append(files.planned(table, found, relation, types, added, skip, info))
+        self._apply_stored(written, end_lsn, last_commit_time, reader)
 
     def _apply_stored(self, written: list[tuple[TableConfig, BatchKeys, Manifest]], end_lsn: int,
                       commit_time: datetime | None, reader: ChangeReader | None) -> None:
@@ -229,52 +239,6 @@ class SlotApplier:
     def _refuse(self, table: TableConfig, keys: BatchKeys, manifest: Manifest, why: str) -> None:
         Area(self.ctx.store, table.name).move(keys, "failed")
         self.ctx.control.mark_failed(manifest.run_id, f"batch refused: {why}")
-
-    # ------------------------------------------------------------------ schema changes
-    def _columns(self, table: TableConfig, relation: Relation | None) -> tuple[dict[str, str], list[tuple[str, str]]]:
-        """Bronze's column types, and the columns to add for this relation; raises TableStopped for a change
-        bronze cannot follow."""
-        schema = self.config.warehouse.bronze_schema
-        bronze = ddl.bronze_columns(self.ctx.warehouse, schema, table.name)
-        if bronze is None:
-            raise WarehouseError(f"{table.name}: {schema}.{table.name} does not exist; run `bronzeline migrate`")
-        types = {c.name: c.type for c in bronze}
-        if relation is None:
-            return types, []
-        shape = tuple((c.name, c.type_oid, c.typmod) for c in relation.columns)
-        seen = self._checked.get(table.name)
-        if seen is not None and seen[0] == shape and all(n in types for n, _ in seen[1]):
-            return types, []
-        names = [c.name for c in relation.columns]
-        described = {c.name: c for c in self.ctx.source(table.source).describe(table)}
-        current = [described[n] for n in names if n in described]
-        changes = schema_diff.compare(current, bronze)
-        removed = [c.column for c in changes if c.kind == "removed" and c.column not in names]
-        retyped = [c for c in changes if c.kind in ("retyped", "typmod")]
-        unknown = [n for n in names if n not in described and n not in types]
-        added = [(c.column, c.source_type or "text") for c in changes if c.kind == "added" and c.column in names]
-        target = f"{schema}.{table.name}"
-        message = ""
-        if removed:
-            drops = ", ".join(f"DROP COLUMN {c}" for c in removed)
-            message = (f"{table.name}: column(s) {', '.join(removed)} no longer at the source; run `ALTER TABLE "
-                       f"{target} {drops}` in the warehouse (or add them back at the source), then run again")
-        elif retyped or unknown:
-            what = "; ".join(c.describe() for c in retyped) or f"column(s) {', '.join(unknown)} changed"
-            alters = ", ".join(f"ALTER COLUMN {c.column} TYPE {c.source_type}" for c in retyped)
-            message = (f"{table.name}: {what}; run `ALTER TABLE {target} {alters}` in the warehouse (or "
-                       f"`bronzeline resync {table.name}` after it), then run again")
-        elif added and table.schema_evolution != "add_columns":
-            adds = ", ".join(f"ADD COLUMN {n} {t}" for n, t in added)
-            message = (f"{table.name}: column(s) {', '.join(n for n, _ in added)} added at the source; run "
-                       f"`ALTER TABLE {target} {adds}` in the warehouse (or set schema_evolution: add_columns), "
-                       "then run again")
-        if message:
-            with contextlib.suppress(Exception):
-                self.cdc.set_state([table.name], "stopped", message)
-            raise TableStopped(message)
-        self._checked[table.name] = (shape, added)
-        return types, added
 
     # ------------------------------------------------------------------ leftovers
     def recover(self, reader: ChangeReader | None) -> None:
@@ -368,20 +332,12 @@ class SlotApplier:
 
     # ------------------------------------------------------------------ the pages
     def drain(self, reader: ChangeReader, *, until_lsn: int | None, stop: threading.Event) -> bool:
-        """Apply pages until caught up (or past `until_lsn`); returns whether anything was waiting."""
-        busy = False
-        while not stop.is_set():
-            state = self.cdc.slot(self.slot)
-            applied = state.applied_lsn if state else None
-            page = reader.read_page(self.config.cdc.page_changes, after_lsn=applied)
-            if page.end_lsn is None:
-                return busy
-            replay = applied is not None and page.end_lsn <= applied
-            self.apply_page(page, reader)
-            busy = busy or not replay
-            if page.caught_up or replay or (until_lsn is not None and page.end_lsn >= until_lsn):
-                return busy
-        return busy
+        """Apply pages until caught up (or past `until_lsn`); returns whether anything was waiting (cdc_drain.py)."""
+        return drain(self, reader, until_lsn, stop)
+
+    def applied_lsn(self) -> int | None:
+        state = self.cdc.slot(self.slot)
+        return state.applied_lsn if state else None
 
     def align(self, reader: ChangeReader) -> SlotHealth:
         """A process killed between the warehouse commit and the slot's advance: advance it now."""
@@ -410,18 +366,6 @@ def slot_lost(slot: str, tables: list[str], why: str) -> SourceError:
     names = " ".join(tables)
     return SlotLost(f"{', '.join(tables)}: replication slot {slot} is lost ({why}); changes since the last applied "
                     f"one cannot be streamed: run `bronzeline resync {names}`")
-
-
-def _plan_extra(plan: TablePlan, page: Page, page_tables: list[str], added: list[tuple[str, str]],
-                last_time: datetime | None) -> dict[str, Any]:
-    return {"kind": "changes", "page_end_lsn": page.end_lsn, "page_tables": page_tables,
-            "page_commit_time": iso(page.last_commit_time), "last_commit_time": iso(last_time),
-            "levels": {str(k): v for k, v in plan.levels.items()},
-            "truncate": any(p.apply == "T" for p in plan.rows), "skipped": plan.skipped,
-            "partial": any(p.apply in ("U", "K") and p.unchanged for p in plan.rows),
-            "add_columns": [list(a) for a in added],
-            "lsn_start": lsn_text(plan.first_lsn) if plan.first_lsn else None,
-            "lsn_end": lsn_text(plan.last_lsn) if plan.last_lsn else None}
 
 
 def _time(text: object) -> datetime | None:

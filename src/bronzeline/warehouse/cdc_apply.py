@@ -1,6 +1,7 @@
-"""Apply one page of changes to bronze in ONE warehouse transaction: every table's change batch file
-(store/change_batch.py) is COPYed into a temporary table and applied set-based — a few statements per
-level, not one per change — the history appended, the run rows marked loaded and the slot's applied LSN
+"""Apply one page of changes to bronze in ONE warehouse transaction: every table's change batch file is
+COPYed into a temporary table and applied set-based — change lines (sources/cdc/lines.py) by their net
+result per key (cdc_net.py), a planned file (store/change_batch.py) by a few statements per level — the
+history appended, the run rows marked loaded and the slot's applied LSN
 stored. A page at or below the stored LSN (a replay) changes nothing but its run rows, which count every
 change as skipped."""
 
@@ -18,11 +19,13 @@ from bronzeline.config.models import TableConfig
 from bronzeline.errors import BatchError, WarehouseError, WarehouseUnreachable
 from bronzeline.faults import crash_point
 from bronzeline.sources.cdc.changes import lsn_text
+from bronzeline.sources.cdc.lines import LINE_META
 from bronzeline.store.batch import Manifest
 from bronzeline.store.change_batch import META_COLUMNS, OLD_PREFIX
 from bronzeline.text import first_line
 from bronzeline.warehouse import ddl
 from bronzeline.warehouse.cdc_control import CdcControl
+from bronzeline.warehouse.cdc_net import LAYOUT, LinesApply
 from bronzeline.warehouse.control import Control
 from bronzeline.warehouse.loader import BoundedQueuedWriter, LoadRejected
 
@@ -126,12 +129,24 @@ class Applier:
         self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(bronze))
         types = {c.name: c.type for c in ddl.bronze_columns(self.conn, self.schema, table.name) or []}
         file_columns = manifest.column_names
-        data_columns = file_columns[len(META_COLUMNS):len(file_columns) - len(table.key)]
+        extra = manifest.extra
+        lines = extra.get("layout") == LAYOUT
+        meta = len(LINE_META) if lines else len(META_COLUMNS)
+        data_columns = file_columns[meta:len(file_columns) - len(table.key)]
         missing = [c for c in data_columns if c not in types]
         if missing:
             raise BatchError(f"{table.name}: {self.schema}.{table.name} has no column {', '.join(missing)}; "
                              "run `bronzeline migrate`")
         stage = sql.Identifier(stage_name)
+        if lines:
+            history_table = sql.Identifier(self.schema, history_name(table.name)) if history else None
+            try:
+                deleted = LinesApply(self.conn, bronze, history_table, table, data_columns, types, stage).run(
+                    page_file.data, manifest.rows, extra)
+            except BatchError as exc:
+                raise BatchError(f"{table.name}: {exc}") from None
+            skipped = int(extra.get("skipped", 0))
+            return Applied(manifest.rows, manifest.rows - skipped, skipped, deleted)
         col_types = list(zip(META_COLUMNS, _META_TYPES, strict=True))
         col_types += [(c, types[c]) for c in data_columns] + [(OLD_PREFIX + k, types[k]) for k in table.key]
         self.conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
@@ -139,7 +154,6 @@ class Applier:
         rows = self._copy(stage, file_columns, page_file.data)
         if rows != manifest.rows:
             raise BatchError(f"{table.name}: a change batch holds {rows} rows, its manifest says {manifest.rows}")
-        extra = manifest.extra
         levels: dict[str, list[str]] = extra.get("levels", {})
         if len(levels) > 4:
             self.conn.execute(sql.SQL("CREATE INDEX ON {} (level)").format(stage))

@@ -7,8 +7,10 @@ unchanged TOASTed value (pgoutput's 'u'), which must keep bronze's value and nev
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Final, Literal
 
 
@@ -77,6 +79,46 @@ class Page:
     last_commit_time: datetime | None = None
     transactions: int = 0
     caught_up: bool = True  # False when the page stopped at its limit and more is waiting
+
+
+@dataclass
+class TableLines:
+    """One table's changes of a spooled page: COPY text lines in a local file (sources/cdc/lines.py has the
+    layout), written while the page was read, without a Change object per change."""
+
+    relation: Relation
+    path: Path
+    rows: int = 0
+    txns: list[tuple[int, int]] = field(default_factory=list)  # (commit LSN, changes) per transaction, in order
+    unchanged: set[str] = field(default_factory=set)  # columns that had an unchanged TOAST marker
+    moved: bool = False  # an update moved a row to another key
+    truncate: bool = False
+    last_commit_time: datetime | None = None
+
+    def skipped(self, through: int) -> int:
+        """Changes committed at or below `through` (already applied, or inside the table's snapshot)."""
+        return sum(n for lsn, n in self.txns if lsn <= through)
+
+
+@dataclass
+class SpooledPage:
+    """A page read straight into per-table line files (see Page for the bounds). `needs_planner`: the page
+    holds something the set-based apply cannot do exactly (a key change carrying an unchanged TOAST value,
+    two shapes of a table in one transaction); the caller reads it again as a Page of Change objects."""
+
+    tables: dict[tuple[str, str], TableLines] = field(default_factory=dict)
+    end_lsn: int | None = None
+    last_commit_time: datetime | None = None
+    transactions: int = 0
+    changes: int = 0
+    messages: int = 0  # rows the slot sent up to the page's last commit (skipped transactions too)
+    caught_up: bool = True
+    needs_planner: bool = False
+
+    def discard(self) -> None:
+        for lines in self.tables.values():
+            with contextlib.suppress(OSError):
+                lines.path.unlink()
 
 
 @dataclass(frozen=True)

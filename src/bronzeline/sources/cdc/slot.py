@@ -13,6 +13,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import psycopg
@@ -29,7 +30,8 @@ from bronzeline.errors import (
     SourceUnreachable,
 )
 from bronzeline.redact import dsn_password, redact
-from bronzeline.sources.cdc.changes import Change, Page, Relation, SlotHealth, lsn_text, parse_lsn
+from bronzeline.sources.cdc.changes import Change, Page, Relation, SlotHealth, SpooledPage, lsn_text, parse_lsn
+from bronzeline.sources.cdc.lines import spool_pages
 from bronzeline.sources.cdc.pgoutput import Begin, Commit, Decoder, LogicalMessage, Truncated
 from bronzeline.sources.cdc.snapshot import SlotSnapshot, exported_snapshot
 from bronzeline.text import first_line
@@ -166,11 +168,8 @@ class ChangeSource:
         txn_relations: dict[tuple[str, str], Relation] = {}
         skipping = False
         rows = 0
-        publication = sql.Identifier(self.publication).as_string(self.conn)
         try:
-            # closing(): leaving the loop early closes the stream at once, which cancels the server's output
-            with self.conn.cursor(binary=True) as cur, contextlib.closing(cast(Generator[Any, None, None], cur.stream(
-                    _PEEK_SQL, (self.slot, upto, max_changes, publication), size=FETCH_ROWS))) as stream:
+            with self._peek(upto, max_changes) as stream:
                 for (data,) in stream:
                     rows += 1
                     message = decoder.decode(data)
@@ -209,6 +208,43 @@ class ChangeSource:
         if rows >= max_changes:
             page.caught_up = False  # the server stopped at the limit: more may be waiting
         return page
+
+    def read_spooled(self, max_changes: int, folder: Path, after_lsn: int | None = None,
+                     tables: set[tuple[str, str]] | None = None) -> SpooledPage:
+        """The page read_page would return (ending with the transaction that reaches `max_changes`), written
+        straight into one COPY text file per table under `folder` (sources/cdc/lines.py)."""
+        pages = self.read_pages(max_changes, folder, after_lsn, tables)
+        try:
+            return next(pages)
+        finally:
+            pages.close()
+
+    def read_pages(self, max_changes: int, folder: Path, after_lsn: int | None = None,
+                   tables: set[tuple[str, str]] | None = None, *, pages: int = 1, skip_rows: int = 0
+                   ) -> Generator[SpooledPage, None, None]:
+        """Pages of line files from ONE peek of up to `pages` × `max_changes` changes (each peek makes the server
+        decode again from the slot's restart point, so one large peek is cheaper than many small ones): a page
+        ends with the transaction that brings it to `max_changes`, and is handed over while the rest of the peek
+        is decoded. Memory does not follow the page's size. `tables` ((schema, table)): the tables to write; the
+        others' changes still count towards the page. `skip_rows`: about how many rows the slot sends first
+        that `after_lsn` skips (pages read ahead and not applied yet), so the server's limit leaves room."""
+        self._lock()
+        row = self._slot_row()
+        self._require_slot(row)
+        limit = min(max_changes * pages + skip_rows, 2**31 - 1)  # upto_nchanges is an integer
+        try:
+            with self._peek(str(row[0]), limit) as stream:
+                yield from spool_pages(stream, Decoder(self.keys), max_changes, after_lsn, tables, folder, limit)
+        except psycopg.Error as exc:
+            raise self._failure(exc, "reading the slot") from None
+
+    @contextlib.contextmanager
+    def _peek(self, upto: str, max_changes: int) -> Iterator[Iterator[tuple[bytes]]]:
+        publication = sql.Identifier(self.publication).as_string(self.conn)
+        # closing(): leaving the loop early closes the stream at once, which cancels the server's output
+        with self.conn.cursor(binary=True) as cur, contextlib.closing(cast(Generator[Any, None, None], cur.stream(
+                _PEEK_SQL, (self.slot, upto, max_changes, publication), size=FETCH_ROWS))) as stream:
+            yield stream
 
     def advance(self, lsn: int) -> None:
         """Move the slot past every transaction whose commit LSN is <= `lsn` (the slot's confirmed position
