@@ -50,3 +50,15 @@ def drop_slots(pipe: Pipeline) -> None:
 
 def rows(conn: psycopg.Connection[Any], query: str) -> list[tuple[Any, ...]]:
     return conn.execute(query).fetchall()
+
+
+def waiting_in_slot(conn: psycopg.Connection[Any]) -> int:
+    """What the test database's slot still holds unconfirmed: 0 once bronzeline has caught up and moved it
+    on. (Bytes behind the server's WAL position would also count other databases' writes — the warehouse's,
+    other tests' — which only a later heartbeat confirms.)"""
+    slot = conn.execute("SELECT slot_name FROM pg_replication_slots WHERE database = current_database()"
+                        ).fetchone()
+    assert slot is not None, "the test database has no slot"
+    row = conn.execute("SELECT count(*) FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL, "
+                       "'proto_version', '1', 'publication_names', %s)", (slot[0], slot[0])).fetchone()
+    return int(row[0]) if row else 0
