@@ -777,7 +777,8 @@ def plan(state: State, as_json: bool) -> None:
 
 
 def _chunk_counter(config: Config, stack: contextlib.ExitStack) -> Callable[[TableConfig], int | None] | None:
-    """How many chunks a `chunk_rows:` table's first load gets, asked of its source (opened once each)."""
+    """How many chunks a `chunk_rows:` table's first load gets, asked of its source (opened once each);
+    None for a table whose source cannot tell."""
     if not any(t.chunk_rows is not None for t in config.tables):
         return None
     from bronzeline.pipeline.chunks import chunk_count
@@ -785,11 +786,17 @@ def _chunk_counter(config: Config, stack: contextlib.ExitStack) -> Callable[[Tab
 
     opened: dict[str, Source] = {}
 
-    def count(table: TableConfig) -> int:
-        if table.source not in opened:
-            opened[table.source] = open_source(table.source, config.connections[table.source])
-            stack.callback(opened[table.source].close)
-        return chunk_count(config, table, opened[table.source])
+    def count(table: TableConfig) -> int | None:
+        try:
+            if table.source not in opened:
+                opened[table.source] = open_source(table.source, config.connections[table.source])
+                stack.callback(opened[table.source].close)
+            return chunk_count(config, table, opened[table.source])
+        except BronzelineError as exc:
+            # The plan still stands: the table's own unit then runs every chunk of its first load.
+            err.print(f"plan: {table.name}: chunks not listed, its source could not size them "
+                      f"({first_line(exc)}); `run {table.name}` loads them all", markup=False)
+            return None
 
     return count
 

@@ -108,6 +108,8 @@ def build_plan(config: Config, config_path: str | None = None, *, program: Seque
     units: list[Unit] = []
     bronze = config.warehouse.bronze_schema
     project = load_project(config)
+    graph = dependencies(project, config)
+    order = build_order(project, config, graph)  # a cycle fails the plan before any source is asked
     checks_by_relation: dict[str, list[CheckSpec]] = {r: list(s.checks) for r, s in project.sources.items()}
     for relation, model in project.models.items():
         checks_by_relation[relation] = list(model.checks)
@@ -138,9 +140,8 @@ def build_plan(config: Config, config_path: str | None = None, *, program: Seque
         if relation not in table_of:
             add_checks(relation, "", config.schedule.cron, relation.split(".", 1)[0])
 
-    graph = dependencies(project, config)
     model_cron = config.schedule.cron if config.models is not None and config.models.schedule_build else None
-    for relation in build_order(project, config, graph):
+    for relation in order:
         model = project.models[relation]
         deps: list[str] = []
         for upstream in sorted(graph[relation]):

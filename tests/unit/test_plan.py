@@ -179,6 +179,9 @@ def test_cli_plan_json_and_text(tmp_path: Path) -> None:
                                       "command": ["bronzeline", "-c", cfg, "run", "devices"], "deps": [],
                                       "cron": "*/15 * * * *", "group": "source", "table": "devices"}
     assert by_id["check:silver.fast:row_count"]["blocking"] is True
+    # `customers` has chunk_rows: and its source does not answer: no chunk units, one line saying so
+    assert by_id["table:customers"]["deps"] == [] and not any(i.startswith("table:customers:chunk") for i in by_id)
+    assert "plan: customers: chunks not listed" in result.stderr
     text = invoke(tmp_path, "-c", "bronzeline.yml", "plan", env=ENV)
     assert text.returncode == 0, text.stderr
     assert f"$ bronzeline -c {cfg} build gold.report" in text.stdout
