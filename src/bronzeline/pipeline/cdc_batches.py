@@ -17,7 +17,7 @@ from bronzeline.faults import crash_point
 from bronzeline.sources.cdc.changes import Change, Relation, TableLines, lsn_text
 from bronzeline.sources.cdc.lines import LINE_META
 from bronzeline.store import batch
-from bronzeline.store.batch import BatchWriter, Manifest
+from bronzeline.store.batch import Manifest, write_batch_file
 from bronzeline.store.change_batch import META_COLUMNS, OLD_PREFIX, csv_chunks, plan_table
 from bronzeline.text import iso
 from bronzeline.warehouse.cdc_control import CdcControl
@@ -91,14 +91,7 @@ class BatchFiles:
         run_id = control.start_run(table.name, "cdc", None, None, None, None, None)
         area = Area(ctx.store, table.name)
         keys = area.new_batch(run_id, datetime.now(UTC), ctx.config.tz, blob.compression)
-        with ctx.store.open_write(keys.data) as handle:
-            writer = BatchWriter(handle, blob.compression, blob.compression_level)
-            try:
-                for chunk in chunks:
-                    writer.write(chunk)
-                writer.finish()
-            finally:
-                writer.close()
+        writer = write_batch_file(ctx.store, keys.data, chunks, blob.compression, blob.compression_level)
         columns = [{"name": n, "type": t} for n, t in meta]
         columns += [{"name": n, "type": types[n]} for n in names]
         columns += [{"name": OLD_PREFIX + k, "type": types[k]} for k in table.key]

@@ -17,7 +17,7 @@ from bronzeline.pipeline.table_run import TableRun
 from bronzeline.reconcile.report import RepairResult
 from bronzeline.sources.base import Column, Key, KeyRanges
 from bronzeline.store import batch
-from bronzeline.store.batch import BatchWriter, Manifest
+from bronzeline.store.batch import Manifest, write_batch_file
 from bronzeline.text import iso
 from bronzeline.warehouse.repair_load import OP_COLUMN, REPAIR_MODE
 
@@ -77,14 +77,7 @@ def repair(ctx: Context, table: TableConfig, columns: list[Column], source: KeyR
     keys = area.new_batch(run_id, datetime.now(UTC), config.tz, blob.compression)
     lines = Lines(table, columns, source, upserts, deletes)
     try:
-        with store.open_write(keys.data) as handle:
-            writer = BatchWriter(handle, blob.compression, blob.compression_level)
-            try:
-                for chunk in lines:
-                    writer.write(chunk)
-                writer.finish()
-            finally:
-                writer.close()
+        writer = write_batch_file(store, keys.data, lines, blob.compression, blob.compression_level)
         manifest = Manifest(
             run_id=run_id, table=table.name, mode=REPAIR_MODE, data_file=keys.data_name,
             compression=blob.compression,

@@ -9,7 +9,7 @@ import queue
 import re
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -171,6 +171,21 @@ class BatchWriter:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
+
+
+def write_batch_file(store: ObjectStore, key: str, chunks: Iterable[builtins.bytes], compression: str,
+                     level: int) -> BatchWriter:
+    """Write `chunks` as the batch file `key` (compressed, hashed); the finished writer tells its size
+    and digest for the manifest."""
+    with store.open_write(key) as handle:
+        writer = BatchWriter(handle, compression, level)
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+            writer.finish()
+        finally:
+            writer.close()
+    return writer
 
 
 def compressor(level: int) -> Any:

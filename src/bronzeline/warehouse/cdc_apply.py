@@ -27,7 +27,7 @@ from bronzeline.warehouse import ddl
 from bronzeline.warehouse.cdc_control import CdcControl
 from bronzeline.warehouse.cdc_net import LAYOUT, LinesApply
 from bronzeline.warehouse.control import Control
-from bronzeline.warehouse.loader import BoundedQueuedWriter, LoadRejected
+from bronzeline.warehouse.loader import LoadRejected, copy_csv
 
 Conn = psycopg.Connection[Any]
 HISTORY_SUFFIX = "__changes"
@@ -151,7 +151,7 @@ class Applier:
         col_types += [(c, types[c]) for c in data_columns] + [(OLD_PREFIX + k, types[k]) for k in table.key]
         self.conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
             stage, sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in col_types)))
-        rows = self._copy(stage, file_columns, page_file.data)
+        rows = copy_csv(self.conn, stage, file_columns, page_file.data)
         if rows != manifest.rows:
             raise BatchError(f"{table.name}: a change batch holds {rows} rows, its manifest says {manifest.rows}")
         levels: dict[str, list[str]] = extra.get("levels", {})
@@ -170,15 +170,6 @@ class Applier:
                                              partial=bool(extra.get("partial")))
         skipped = int(extra.get("skipped", 0))
         return Applied(rows, rows - skipped, skipped, deleted)
-
-    def _copy(self, stage: sql.Identifier, columns: list[str], data: Iterable[bytes]) -> int:
-        query = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-            stage, sql.SQL(", ").join(map(sql.Identifier, columns)))
-        with self.conn.cursor() as cur:
-            with cur.copy(query, writer=BoundedQueuedWriter(cur)) as copy:
-                for chunk in data:
-                    copy.write(chunk)
-            return int(cur.rowcount)
 
     def _append_history(self, table: TableConfig, stage: sql.Identifier, columns: list[str]) -> None:
         idents = sql.SQL(", ").join(map(sql.Identifier, columns))

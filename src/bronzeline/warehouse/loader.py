@@ -123,14 +123,7 @@ class Loader:
                                        "nothing was committed, run again") from None
 
     def _copy_into(self, target: sql.Composable, cols: list[str], data: Iterable[bytes]) -> int:
-        query = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-            target, sql.SQL(", ").join(map(sql.Identifier, cols)))
-        with self.conn.cursor() as cur:
-            # The queued writer sends on its own thread while this one keeps reading the source.
-            with cur.copy(query, writer=BoundedQueuedWriter(cur)) as copy:
-                for chunk in data:
-                    copy.write(chunk)
-            return int(cur.rowcount)
+        return copy_csv(self.conn, target, cols, data)
 
     def _chunk_range_empty(self, table: TableConfig, chunk: ChunkRef) -> bool:
         plan = ChunkPlans(self.conn, self.control.schema).open_plan(table.name)
@@ -264,3 +257,14 @@ class Loader:
                 loaded = int(cur.rowcount)
         return LoadResult(rows, loaded, rows - loaded, deleted, direct=False)
 
+
+def copy_csv(conn: Conn, target: sql.Composable, cols: list[str], data: Iterable[bytes]) -> int:
+    """COPY CSV `data` into `target`'s `cols`; the rows copied."""
+    query = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+        target, sql.SQL(", ").join(map(sql.Identifier, cols)))
+    with conn.cursor() as cur:
+        # The queued writer sends on its own thread while this one keeps reading the source.
+        with cur.copy(query, writer=BoundedQueuedWriter(cur)) as copy:
+            for chunk in data:
+                copy.write(chunk)
+        return int(cur.rowcount)
