@@ -133,6 +133,29 @@ class ChunksPlanned(Event):
         return f"first load split into {self.chunks} key ranges{rows}, each read up to {self.bound}"
 
 
+@dataclass(frozen=True)
+class ChangesApplied(Event):
+    run_id: int
+    path: str
+    changes: int
+    skipped: int
+    lsn: str
+
+    def render(self) -> str:
+        skipped = f" ({self.skipped:,} already applied)" if self.skipped else ""
+        return f"applied {self.changes:,} changes{skipped} through commit LSN {self.lsn} from {self.path}"
+
+
+@dataclass(frozen=True)
+class SnapshotJoined(Event):
+    lsn: str
+    alone: bool
+
+    def render(self) -> str:
+        how = "snapshotted alone" if self.alone else "snapshot exported with the new slot"
+        return f"streams from commit LSN {self.lsn} ({how})"
+
+
 EventSink = Callable[[Event], None]
 Progress = Callable[[str, int], None]  # (table, bytes written so far)
 

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -25,7 +24,7 @@ from bronzeline.batches.area import Area, BatchKeys
 from bronzeline.config.models import Config, TableConfig
 from bronzeline.context import Context
 from bronzeline.errors import BatchError, SourceError, WarehouseError
-from bronzeline.events import Event, EventSink, ignore
+from bronzeline.events import ChangesApplied, EventSink, SnapshotJoined, ignore
 from bronzeline.faults import crash_point
 from bronzeline.pipeline.cdc_batches import BatchFiles, PageInfo
 from bronzeline.pipeline.cdc_drain import drain
@@ -65,29 +64,6 @@ class ChangeReader(Protocol):
     def health(self) -> SlotHealth: ...
     def cancel(self) -> None: ...
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class ChangesApplied(Event):
-    run_id: int
-    path: str
-    changes: int
-    skipped: int
-    lsn: str
-
-    def render(self) -> str:
-        skipped = f" ({self.skipped:,} already applied)" if self.skipped else ""
-        return f"applied {self.changes:,} changes{skipped} through commit LSN {self.lsn} from {self.path}"
-
-
-@dataclass(frozen=True)
-class SnapshotJoined(Event):
-    lsn: str
-    alone: bool
-
-    def render(self) -> str:
-        how = "snapshotted alone" if self.alone else "snapshot exported with the new slot"
-        return f"streams from commit LSN {self.lsn} ({how})"
 
 
 def slot_lock_key(slot: str) -> str:

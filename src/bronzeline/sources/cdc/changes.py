@@ -115,6 +115,14 @@ class SpooledPage:
     caught_up: bool = True
     needs_planner: bool = False
 
+    def stop_before_transaction(self) -> None:
+        """The transaction being read cannot join this page's set-based apply: the page ends before it, or,
+        when it is the page's first transaction, the page goes to the planner instead."""
+        if self.transactions:
+            self.caught_up = False
+        else:
+            self.needs_planner = True
+
     def discard(self) -> None:
         for lines in self.tables.values():
             with contextlib.suppress(OSError):

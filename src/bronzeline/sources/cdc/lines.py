@@ -246,10 +246,7 @@ def spool_pages(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: i
                         old_key = shape.key_parts(old)
                         if old_key != shape.key_parts(parts):
                             if marked:  # its unchanged values live under the old key: the planner's case
-                                if page.transactions:
-                                    page.caught_up = False
-                                else:
-                                    page.needs_planner = True
+                                page.stop_before_transaction()
                                 stopped = True
                                 break
                             out.lines.moved = True
@@ -330,10 +327,7 @@ def spool_pages(stream: Iterable[tuple[bytes]], decoder: Decoder, max_changes: i
                 if held is not None and held.relation.columns != relation.columns:
                     # a second shape of a table already in the page: the page ends before this transaction,
                     # or, inside a page's first transaction, only the planner can follow it
-                    if page.transactions:
-                        page.caught_up = False
-                    else:
-                        page.needs_planner = True
+                    page.stop_before_transaction()
                     stopped = True
                     break
             else:

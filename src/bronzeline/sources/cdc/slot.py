@@ -31,6 +31,7 @@ from bronzeline.errors import (
 )
 from bronzeline.redact import dsn_password, redact
 from bronzeline.sources.cdc.changes import Change, Page, Relation, SlotHealth, SpooledPage, lsn_text, parse_lsn
+from bronzeline.sources.cdc.health import read_slot_health
 from bronzeline.sources.cdc.lines import spool_pages
 from bronzeline.sources.cdc.pgoutput import Begin, Commit, Decoder, LogicalMessage, Truncated
 from bronzeline.sources.cdc.snapshot import SlotSnapshot, exported_snapshot
@@ -274,15 +275,10 @@ class ChangeSource:
             raise self._failure(exc, "writing a heartbeat") from None
 
     def health(self) -> SlotHealth:
-        row = self._slot_row()
-        current = parse_lsn(str(row[0]))
-        restart = parse_lsn(str(row[7])) if row[7] else None
-        confirmed = parse_lsn(str(row[8])) if row[8] else None
-        return SlotHealth(
-            slot=self.slot, exists=bool(row[1]), active=bool(row[5]), wal_status=row[6],
-            restart_lsn=restart, confirmed_flush_lsn=confirmed, current_lsn=current,
-            retained_bytes=None if restart is None else max(current - restart, 0),
-            confirmed_lag_bytes=None if confirmed is None else max(current - confirmed, 0))
+        try:
+            return read_slot_health(self.conn, self.slot)
+        except psycopg.Error as exc:
+            raise self._failure(exc, "reading the slot's state") from None
 
     # -- checks and errors
     def _slot_row(self) -> tuple[Any, ...]:
