@@ -11,7 +11,7 @@ import psycopg
 from bronzeline.config.models import Config
 from bronzeline.connections import connect
 from bronzeline.errors import WarehouseError
-from bronzeline.sources import Source, open_source
+from bronzeline.sources import Source, SourceEnv, open_source
 from bronzeline.store import ObjectStore, open_store
 from bronzeline.warehouse import migrations
 from bronzeline.warehouse.control import Control
@@ -28,7 +28,7 @@ class Context:
 
     def _connect_warehouse(self, purpose: str) -> psycopg.Connection[Any]:
         name = self.config.warehouse.connection
-        return connect(name, self.config.connections[name], WarehouseError, purpose=purpose)
+        return connect(name, self.config.database(name), WarehouseError, purpose=purpose)
 
     @property
     def warehouse(self) -> psycopg.Connection[Any]:
@@ -58,8 +58,15 @@ class Context:
 
     def source(self, name: str) -> Source:
         if name not in self._sources:
-            self._sources[name] = open_source(name, self.config.connections[name])
+            self._sources[name] = open_source(name, self.config.connections[name], self.source_env())
         return self._sources[name]
+
+    def source_env(self) -> SourceEnv:
+        """What sources get beyond their config: the config's folder, and the warehouse's API ledger."""
+        from bronzeline.warehouse.api_ledger import WarehouseApiLedger
+
+        ledger = WarehouseApiLedger(lambda: self.warehouse, self.config.warehouse.control_schema)
+        return SourceEnv(base_dir=self.config.base_dir, ledger=ledger)
 
     def drop_source(self, name: str) -> None:
         """Forget a source whose connection broke, so the next table reconnects."""

@@ -98,12 +98,14 @@ def test_the_global_options_are_shown() -> None:
 # -------------------------------------------------------------------------------------------- config
 
 
-def _model_in(annotation: Any) -> tuple[str, type[BaseModel]] | None:
-    """('', Model), ('.<name>', Model) or ('[]', Model) when a field holds a model, a dict of models or
-    a list of models; None for a plain value."""
+def _model_in(annotation: Any) -> tuple[str, list[type[BaseModel]]] | None:
+    """('', [Model]), ('.<name>', [Model]) or ('[]', [Model]) when a field holds a model, a dict of models or
+    a list of models (several models for a union, e.g. the connection types); None for a plain value."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return "", annotation
+        return "", [annotation]
+    if origin is typing.Annotated:
+        return _model_in(args[0])
     if origin is dict and len(args) == 2:
         inner = _model_in(args[1])
         return (".<name>", inner[1]) if inner else None
@@ -111,10 +113,8 @@ def _model_in(annotation: Any) -> tuple[str, type[BaseModel]] | None:
         inner = _model_in(args[0])
         return ("[]", inner[1]) if inner else None
     if origin in (typing.Union, types.UnionType):
-        for arg in args:
-            inner = _model_in(arg)
-            if inner:
-                return inner
+        models = [m for arg in args if (inner := _model_in(arg)) for m in inner[1]]
+        return ("", models) if models else None
     return None
 
 
@@ -128,7 +128,8 @@ def config_keys(model: type[BaseModel] = Config, prefix: str = "") -> dict[str, 
         key = f"{prefix}{info.alias or name}"
         nested = _model_in(info.annotation)
         if nested:
-            keys.update(config_keys(nested[1], f"{key}{nested[0]}."))
+            for inner in reversed(nested[1]):  # the first model's key wins where types share one (`type`)
+                keys.update(config_keys(inner, f"{key}{nested[0]}."))
         else:
             keys[key] = info
     return keys

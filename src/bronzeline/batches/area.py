@@ -88,11 +88,13 @@ class Area:
         return {"exports": batch.exports_dir, "processed": batch.processed_dir,
                 "failed": batch.failed_dir}[which](self.table)
 
-    def new_batch(self, run_id: int, at: datetime, tz: ZoneInfo, compression: str) -> BatchKeys:
+    def new_batch(self, run_id: int, at: datetime, tz: ZoneInfo, compression: str, content: str = "csv",
+                  ) -> BatchKeys:
         """Keys for a new batch in exports/."""
         stem = batch.batch_stem(run_id, at, tz)
         exports = self.folder("exports")
-        return BatchKeys(f"{exports}/{batch.data_name(stem, compression)}", f"{exports}/{stem}{batch.MANIFEST_SUFFIX}")
+        return BatchKeys(f"{exports}/{batch.data_name(stem, compression, content)}",
+                         f"{exports}/{stem}{batch.MANIFEST_SUFFIX}")
 
     def scan(self, which: Folder = "exports") -> AreaScan:
         keys = self.store.list(self.folder(which))

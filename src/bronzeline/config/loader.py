@@ -55,6 +55,12 @@ def refuse_literal_secrets(raw: dict[str, Any], file: Path) -> None:
         if isinstance(dsn, str) and "${" not in dsn and dsn_password(dsn):
             raise ConfigError(f"{file}: connections.{name}.dsn has a password written in the file; "
                               f"write it as ${{VAR}} (e.g. dsn: \"${{{name.upper()}_DSN}}\") and export the variable")
+    for name, conn in (connections.items() if isinstance(connections, dict) else []):
+        for key in ("app_secret", "password_md5", "token"):
+            value = conn.get(key) if isinstance(conn, dict) else None
+            if isinstance(value, str) and value and "${" not in value:
+                raise ConfigError(f"{file}: connections.{name}.{key} is written in the file; write it as "
+                                  f"${{VAR}} (e.g. {key}: \"${{{name.upper()}_{key.upper()}}}\") and export it")
     blob = raw.get("blob")
     secret = blob.get("secret_access_key") if isinstance(blob, dict) else None
     if isinstance(secret, str) and secret and "${" not in secret:
@@ -141,6 +147,8 @@ def _readable_loc(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
                 parts[-1] = f"[{name}]"
             continue
         key = "from" if part == "from_" else part
+        if len(parts) == 2 and parts[0] == "connections" and isinstance(node, dict) and key not in node:
+            continue  # the connection type's tag (postgres, tracksolid…), not a key of the file
         parts.append(key)
         node = node.get(key) if isinstance(node, dict) else None
     return key_path(tuple(parts))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from bronzeline.config.endpoints import ENDPOINTS, endpoints_for
 from bronzeline.cron import validate_cron
 from bronzeline.errors import ConfigError
 from bronzeline.redact import dsn_password
@@ -46,6 +47,91 @@ class ConnectionConfig(Strict):
     statement_timeout: str | None = Field(
         default=None, description="source query timeout, e.g. '30 min' (none by default)"
     )
+
+
+class TracksolidConfig(Strict):
+    """The Jimi IoT / Tracksolid Pro open platform (`type: tracksolid`). Secrets only as ${VAR}."""
+
+    type: Literal["tracksolid"]
+    url: str = Field(default="https://eu-open.tracksolidpro.com/route/rest",
+                     description="the platform's route/rest URL for the account's region")
+    app_key: str = Field(description="the app key Jimi issued")
+    app_secret: str = Field(description="the app secret Jimi issued; write it as ${VAR}")
+    user_id: str = Field(description="the Tracksolid account that logs in")
+    password_md5: str = Field(description="lower-case MD5 of the account's password; write it as ${VAR}")
+    targets: list[str] = Field(default_factory=list, description="accounts whose devices are read (default [user_id])")
+    max_imeis: int = Field(default=50, ge=1, le=100, description="IMEIs per call (the platform documents 100)")
+    timeout: str = Field(default="30s", description="HTTP timeout per call")
+    token_expires_in: int = Field(default=7200, ge=60, le=7200, description="token lifetime asked for, seconds")
+    refresh_before: str = Field(default="10 minutes", description="refresh the token this long before it expires")
+    rate_limit_retries: int = Field(default=6, ge=0, le=50, description="retries of a call refused with code 1006")
+    rate_limit_backoff: str = Field(default="1s", description="first wait after code 1006; doubles, with jitter")
+    rate_limit_max_backoff: str = Field(default="60s", description="the longest wait after code 1006")
+    calls_per_minute: int | None = Field(default=None, ge=1, description="client-side call budget (none by default)")
+    max_calls_per_run: int | None = Field(default=None, ge=1, description="stop a run that would make more calls")
+    map_type: Literal["GOOGLE"] | None = Field(default=None, description="GOOGLE: corrected coordinates; "
+                                                                         "none: raw WGS84")
+    require_tls: bool = Field(default=True, description="refuse an http:// URL that is not on loopback")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://", value):
+            raise ValueError("must be an http(s) URL such as https://eu-open.tracksolidpro.com/route/rest")
+        return value
+
+    @field_validator("timeout", "refresh_before", "rate_limit_backoff", "rate_limit_max_backoff")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        parse_interval(value)
+        return value
+
+    @property
+    def accounts(self) -> list[str]:
+        return self.targets or [self.user_id]
+
+    def secret_values(self) -> list[str]:
+        return [self.app_secret, self.password_md5]
+
+
+class PushConfig(Strict):
+    """The push receiver's side of the platform's webhooks (`type: tracksolid_push`, `bronzeline receive`)."""
+
+    type: Literal["tracksolid_push"]
+    token: str = Field(description="the shared token the platform sends with every push; write it as ${VAR}")
+    spool: str = Field(default="./spool", description="folder for acknowledged pushes not yet in a batch "
+                                                      "(relative to the config file)")
+    flush_seconds: float = Field(default=10.0, gt=0, description="seal the spool into batch files this often")
+    max_body: str = Field(default="1MB", description="larger bodies get 413")
+
+    @field_validator("max_body")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        parse_size(value)
+        return value
+
+    @property
+    def max_body_bytes(self) -> int:
+        return parse_size(self.max_body)
+
+    def secret_values(self) -> list[str]:
+        return [self.token]
+
+
+def _connection_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("type") or "postgres")
+    return str(getattr(value, "type", "postgres"))
+
+
+AnyConnection = Annotated[
+    Annotated[ConnectionConfig, Tag("postgres")]
+    | Annotated[TracksolidConfig, Tag("tracksolid")]
+    | Annotated[PushConfig, Tag("tracksolid_push")],
+    Discriminator(_connection_type, custom_error_type="connection_type",
+                  custom_error_message="type must be postgres, tracksolid or tracksolid_push"),
+]
+API_TYPES = ("tracksolid", "tracksolid_push")
 
 
 class RetentionConfig(Strict):
@@ -110,6 +196,12 @@ class TableConfig(Strict):
     history: bool = Field(default=False, description="cdc: also append every change to bronze.<name>__changes")
     chunks: int | None = Field(default=None, ge=1, le=4096, description="split the first load into N key ranges")
     chunk_rows: int | None = Field(default=None, ge=1, description="split the first load into ranges of ~N rows")
+    endpoint: str | None = Field(default=None, description="API and push tables: what the table reads "
+                                                         "(devices, track, alarms, pushgps, …)")
+    settle: str | None = Field(default=None, description="API tables: the window ends this long before now "
+                                                       "(default 2 minutes)")
+    since: str | None = Field(default=None, description="API tables: how far back the first window reaches "
+                                                      "(default 1 day)")
 
     @field_validator("name")
     @classmethod
@@ -123,7 +215,7 @@ class TableConfig(Strict):
     def _cron(cls, value: str | None) -> str | None:
         return check_cron(value)
 
-    @field_validator("lookback", "timeout")
+    @field_validator("lookback", "timeout", "settle", "since")
     @classmethod
     def _lookback(cls, value: str | None) -> str | None:
         if value is not None:
@@ -132,6 +224,10 @@ class TableConfig(Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> TableConfig:
+        if self.endpoint is not None:
+            return self._api_shape()
+        if self.settle or self.since:
+            raise ValueError("`settle:` and `since:` are for API tables (with `endpoint:`)")
         if (self.from_ is None) == (self.query is None):
             raise ValueError("give exactly one of `from: schema.table` or `query: SELECT …`")
         if self.mode == "incremental":
@@ -157,6 +253,40 @@ class TableConfig(Strict):
                              f"{self.mode}")
         return self
 
+    def _api_shape(self) -> TableConfig:
+        """An API or push table: its key and watermark come from the endpoint (filled in by Config)."""
+        shape = ENDPOINTS.get(self.endpoint or "")
+        if shape is None:
+            raise ValueError(f"endpoint {self.endpoint!r} is not known; use one of {', '.join(ENDPOINTS)}")
+        if self.from_ is not None or self.query is not None:
+            raise ValueError("API tables read an `endpoint:`, not `from:` or `query:`")
+        if "mode" not in self.model_fields_set:
+            object.__setattr__(self, "mode", shape.modes[0])
+        if self.mode not in shape.modes:
+            raise ValueError(f"endpoint {shape.name} is read as mode {' or '.join(shape.modes)}, not {self.mode}")
+        if self.key and tuple(self.key) != shape.key:
+            raise ValueError(f"endpoint {shape.name} has the key ({', '.join(shape.key)}); leave `key:` out")
+        if self.watermark and self.watermark != shape.watermark:
+            raise ValueError(f"endpoint {shape.name} is windowed on {shape.watermark}; leave `watermark:` out")
+        if self.chunks is not None or self.chunk_rows is not None or self.history:
+            raise ValueError("`chunks:`, `chunk_rows:` and `history:` are for database tables")
+        if self.lookback and self.mode != "incremental":
+            raise ValueError("`lookback:` is for incremental tables")
+        return self
+
+    @property
+    def is_api(self) -> bool:
+        """An API or push table (its source is not a database)."""
+        return self.endpoint is not None
+
+    @property
+    def settle_interval(self) -> timedelta:
+        return parse_interval(self.settle or "2 minutes")
+
+    @property
+    def since_interval(self) -> timedelta:
+        return parse_interval(self.since or "1 day")
+
     @property
     def lookback_interval(self) -> timedelta | None:
         return parse_interval(self.lookback) if self.lookback else None
@@ -168,7 +298,7 @@ class TableConfig(Strict):
     @property
     def source_relation(self) -> tuple[str, str] | None:
         """(schema, table) of a `from:` table; schema defaults to public."""
-        if self.from_ is None:
+        if self.from_ is None or self.endpoint is not None:
             return None
         parts = self.from_.split(".")
         if len(parts) == 1:
@@ -267,7 +397,7 @@ class ModelsConfig(Strict):
 class Config(Strict):
     project: str
     timezone: str = "UTC"
-    connections: dict[str, ConnectionConfig]
+    connections: dict[str, AnyConnection]
     blob: BlobConfig
     warehouse: WarehouseConfig = WarehouseConfig()
     tables: list[TableConfig] = Field(default_factory=list)
@@ -307,7 +437,10 @@ class Config(Strict):
         if self.warehouse.connection not in self.connections:
             name = self.warehouse.connection
             raise ValueError(f"warehouse.connection names {name!r}, which is not under connections")
+        if not isinstance(self.connections[self.warehouse.connection], ConnectionConfig):
+            raise ValueError(f"warehouse.connection {self.warehouse.connection!r} must be a PostgreSQL connection")
         seen: set[str] = set()
+        resolved: list[TableConfig] = []
         for table in self.tables:
             if table.name in seen:
                 raise ValueError(f"table {table.name!r} is listed twice")
@@ -315,7 +448,17 @@ class Config(Strict):
             if table.source not in self.connections:
                 raise ValueError(f"table {table.name!r}: source {table.source!r} is not under connections")
             table.source_relation  # noqa: B018 - validates the from: shape
+            resolved.append(_with_endpoint(table, self.connections[table.source].type))
+        # Tables are frozen: API tables get their endpoint's key and watermark by replacement.
+        object.__setattr__(self, "tables", resolved)
         return self
+
+    def database(self, name: str) -> ConnectionConfig:
+        """Connection `name`, which must be a PostgreSQL connection."""
+        found = self.connections[name]
+        if not isinstance(found, ConnectionConfig):
+            raise ConfigError(f"connection {name!r} is {found.type}, not a PostgreSQL database")
+        return found
 
     def slot_name(self) -> str:
         """The CDC slot bronzeline owns: `cdc.slot`, else bronzeline_<project> in PostgreSQL's alphabet."""
@@ -338,6 +481,24 @@ class Config(Strict):
 
     def secrets(self) -> list[str]:
         """Every secret value the config carries, for redaction."""
-        found = [dsn_password(c.dsn) for c in self.connections.values()]
+        found: list[str | None] = []
+        for c in self.connections.values():
+            found += [dsn_password(c.dsn)] if isinstance(c, ConnectionConfig) else c.secret_values()
         found += [self.blob.secret_access_key, self.blob.access_key_id]
         return [s for s in found if s]
+
+
+def _with_endpoint(table: TableConfig, connection_type: str) -> TableConfig:
+    """Check that a table and its source's type go together; fill in an API table's key and watermark."""
+    if table.endpoint is None:
+        if connection_type in API_TYPES:
+            names = ", ".join(endpoints_for(connection_type))
+            raise ValueError(f"table {table.name!r}: source {table.source!r} is a {connection_type} connection; "
+                             f"give the table `endpoint:` ({names})")
+        return table
+    shape = ENDPOINTS[table.endpoint]
+    if connection_type != shape.connection_type:
+        names = ", ".join(endpoints_for(connection_type)) or "none: it is a database"
+        raise ValueError(f"table {table.name!r}: endpoint {table.endpoint} is read from a {shape.connection_type} "
+                         f"connection, and {table.source!r} is {connection_type} (its endpoints: {names})")
+    return table.model_copy(update={"key": list(shape.key), "watermark": shape.watermark})

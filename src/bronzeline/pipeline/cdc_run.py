@@ -76,7 +76,7 @@ def open_changes(config: Config, source: str) -> ChangeReader:
 
     keys = {t.source_relation: tuple(t.key) for t in config.tables
             if t.mode == "cdc" and t.source == source and t.source_relation is not None}
-    return ChangeSource(source, config.connections[source], config.slot_name(), config.publication_name(), keys=keys)
+    return ChangeSource(source, config.database(source), config.slot_name(), config.publication_name(), keys=keys)
 
 
 class SlotApplier:

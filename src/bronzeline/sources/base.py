@@ -55,6 +55,7 @@ class Window:
     start: datetime | None  # exclusive; None = from the beginning
     end: datetime | None  # inclusive; None for snapshots
     keys: KeyRange | None = None  # a chunk of a chunked first load: only these keys
+    run_id: int | None = None  # the run reading the window (API sources log their calls against it)
 
 
 @dataclass(frozen=True)

@@ -50,14 +50,16 @@ def batch_stem(run_id: int, at: datetime, tz: ZoneInfo) -> str:
     return f"{local:%Y%m%d_%H%M%S}_{abbrev}_{run_id}"
 
 
-def data_name(stem: str, compression: str) -> str:
-    return f"{stem}.csv.gz" if compression == "gzip" else f"{stem}.csv"
+def data_name(stem: str, compression: str, content: str = "csv") -> str:
+    """`<stem>.csv[.gz]` for database tables, `<stem>.jsonl[.gz]` for API and push tables."""
+    ext = "jsonl" if content == "jsonl" else "csv"
+    return f"{stem}.{ext}.gz" if compression == "gzip" else f"{stem}.{ext}"
 
 
 def stem_of(name: str) -> str | None:
     """The batch stem of a data or manifest file name, or None for foreign files."""
     base = name.rsplit("/", 1)[-1]
-    for suffix in (MANIFEST_SUFFIX, ".csv.gz", ".csv"):
+    for suffix in (MANIFEST_SUFFIX, ".csv.gz", ".csv", ".jsonl.gz", ".jsonl"):
         if base.endswith(suffix):
             stem = base[: -len(suffix)]
             return stem if _STEM.match(stem) else None
@@ -100,6 +102,7 @@ class Manifest:
     oldest_xact_start: str | None = None
     format: str = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
+    content: str = "csv"  # csv (database tables), jsonl (API and push records, sources/api/records.py)
 
     def to_json(self) -> builtins.bytes:
         return json.dumps(asdict(self), indent=2, sort_keys=True).encode()

@@ -164,3 +164,7 @@ def grant(conn: Conn, config: Config) -> None:
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(s, r))
             conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(s, r))
             conn.execute(sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(s, r))
+    if roles.readonly:
+        # The API client's cached tokens are credentials: readers of the control schema never see them.
+        conn.execute(sql.SQL("REVOKE ALL ON {}.api_tokens FROM {}").format(
+            sql.Identifier(config.warehouse.control_schema), sql.Identifier(roles.readonly)))

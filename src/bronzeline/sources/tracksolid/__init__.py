@@ -1,0 +1,1 @@
+"""The Jimi IoT / Tracksolid Pro open platform as a source (`type: tracksolid`)."""
