@@ -221,6 +221,11 @@ class Source(Protocol):
     def slot_health(self, slot: str) -> SlotHealth:
         """The replication slot as the source sees it now (exists, active, wal_status, retained WAL)."""
 
+    # -- API and push sources
+    def batch_loaded(self, table: TableConfig, run_id: int) -> None:
+        """The batch of `run_id` is committed in bronze: a push source forgets the spooled pushes it put
+        in it (databases: nothing to do). Called after every committed load, fresh or pending."""
+
     # -- lifetime
     def cancel(self) -> None:
         """Cancel the query in flight, if any. Safe to call from another thread; never raises."""

@@ -451,6 +451,9 @@ class PostgresSource:
             detail = redact(first_line(exc), [self._secret])
             raise SourceError(f"reading the slot {slot} at source {self.name!r} failed: {detail}") from None
 
+    def batch_loaded(self, table: TableConfig, run_id: int) -> None:
+        return None  # a database keeps nothing for a batch
+
     def cancel(self) -> None:
         """Cancel the query in flight (from any thread); a connection that is gone has nothing to cancel."""
         if not self.conn.closed:

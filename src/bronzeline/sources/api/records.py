@@ -12,7 +12,10 @@ from typing import Any
 @dataclass(frozen=True)
 class ApiRecord:
     record: Any  # the vendor's record (normally a dict); anything JSON, even a string that did not parse
-    call: dict[str, Any]  # e.g. {"method": "jimi.device.track.list", "target": "acme", "params": {...}}
+    # e.g. {"method": "jimi.device.track.list", "target": "acme", "params": {...}}; a push carries
+    # {"path": "/pushgps", "push_id": "<unique per acknowledged push>", "item": <index in data_list>}, which
+    # makes its raw row's id: a push streamed into two batches (a crash between load and cleanup) is kept once.
+    call: dict[str, Any]
     fetched_at: datetime  # aware, UTC
     error: str | None = None  # set when the record is known bad before mapping (a push body that is not JSON)
 

@@ -4,6 +4,7 @@ name (sources/tracksolid/schemas.py, sources/push/schemas.py)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol
 
 from bronzeline.sources.base import Column
@@ -22,9 +23,14 @@ class EndpointSchema(Protocol):
     def columns(self) -> list[Column]:
         """The typed bronze columns, in order (key and watermark columns among them, never NULL)."""
 
-    def map(self, record: Any) -> dict[str, Any]:
+    def map(self, record: Any, fetched_at: datetime) -> dict[str, Any]:
         """The record's typed values by column name (missing → NULL): str, int, float, Decimal, bool, aware
-        datetime, dict/list (jsonb) or None. Raises MappingError when the record cannot be used."""
+        datetime, dict/list (jsonb) or None. `fetched_at` is when the call returned it (for pushes: when the
+        receiver spooled it — the `received_at` column). Raises MappingError when the record cannot be used."""
+
+    def point(self) -> tuple[str, str] | None:
+        """(longitude, latitude) column names when the table gets a `geom geometry(Point,4326)` column
+        (computed by the warehouse when PostGIS is present), else None."""
 
 
 SCHEMAS: dict[str, EndpointSchema] = {}
