@@ -43,6 +43,7 @@ class TablePlan:
     old_key: ddl.PrimaryKey | None = None
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    postgis: bool = False
 
 
 def migrate(ctx: Context) -> MigrateReport:
@@ -120,7 +121,7 @@ def plan_table(ctx: Context, table: TableConfig, postgis: bool) -> TablePlan:
     name = f"{schema}.{table.name}"
     source = ctx.source(table.source)
     columns = source.describe(table)
-    plan = TablePlan(table, columns)
+    plan = TablePlan(table, columns, postgis=postgis)
     plan.problems += source.check(table, columns)
     if all(k in {c.name for c in columns} for k in table.key):
         found = source.key_problems(table)
@@ -195,6 +196,8 @@ def apply_plan(ctx: Context, plan: TablePlan) -> tuple[list[str], list[str]]:
         for col in plan.add:
             wh.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
                 sql.Identifier(schema, history_name(table.name)), sql.Identifier(col.name), sql.SQL(col.type)))
+    if table.is_api:
+        created += _api_tables(ctx, plan)
     if plan.rekey:
         wh.execute(ddl.set_primary_key_sql(schema, table.name, table.key, plan.old_key))
         old = ", ".join(plan.old_key.columns) if plan.old_key else "none"
@@ -208,3 +211,19 @@ def apply_plan(ctx: Context, plan: TablePlan) -> tuple[list[str], list[str]]:
                 sql.Identifier(f"{table.name}_{table.watermark}_idx"[:63]), sql.Identifier(schema, table.name),
                 sql.Identifier(table.watermark)))
     return created, altered
+
+
+def _api_tables(ctx: Context, plan: TablePlan) -> list[str]:
+    """An API or push table's raw twin, and its point geometry when the warehouse has PostGIS."""
+    from bronzeline.sources.api.schema import schema_for
+    from bronzeline.warehouse.api_load import geom_column_sql, raw_index_sql, raw_name, raw_table_sql
+
+    wh, schema, table = ctx.warehouse, ctx.config.warehouse.bronze_schema, plan.table
+    created = [] if ddl.bronze_columns(wh, schema, raw_name(table.name)) is not None else [
+        f"{schema}.{raw_name(table.name)}"]
+    wh.execute(raw_table_sql(schema, table.name))
+    wh.execute(raw_index_sql(schema, table.name))
+    point = schema_for(table.endpoint or "").point()
+    if point is not None and plan.postgis:
+        wh.execute(geom_column_sql(schema, table.name, point))
+    return created

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -36,11 +36,14 @@ from bronzeline.faults import crash_point
 from bronzeline.pipeline import chunk_run, chunks
 from bronzeline.pipeline.window import SNAPSHOT, WindowPlan, plan_window, window_text
 from bronzeline.redact import redact
+from bronzeline.sources.api.schema import schema_for
+from bronzeline.sources.api.stage import StageRows
 from bronzeline.sources.base import Bound, Column, Extract, Window
 from bronzeline.store import batch
 from bronzeline.store.batch import BatchWriter, Manifest
 from bronzeline.text import first_line, from_iso, iso
 from bronzeline.warehouse import ddl
+from bronzeline.warehouse.api_load import load_api
 from bronzeline.warehouse.control import Control
 from bronzeline.warehouse.control_chunks import ChunkRef
 from bronzeline.warehouse.loader import Loader, LoadRejected, LoadResult
@@ -207,6 +210,8 @@ class TableRun:
             manifest = area.read_manifest(keys.manifest)
             status = self.ctx.control.run_status(manifest.run_id)
             if status == "loaded":
+                if table.is_api:
+                    self.ctx.source(table.source).batch_loaded(table, manifest.run_id)
                 area.move(keys, "processed", between=lambda: crash_point("moving"))
                 continue
             if status is None:
@@ -246,7 +251,11 @@ class TableRun:
             bound.source_clock if bound else None, bound.oldest_xact_start if bound else None,
             bound.holdback.total_seconds() if bound else None, attempts=attempt)
         outcome.current_run = run_id  # from here on, a failure marks this run failed
-        self._extract_and_load_batch(table, area, columns, window, bound, run_id, plan.advance, outcome)
+        if table.is_api:
+            self._extract_then_load(table, area, columns, replace(window, run_id=run_id), bound, run_id,
+                                    plan.advance, outcome)
+        else:
+            self._extract_and_load_batch(table, area, columns, window, bound, run_id, plan.advance, outcome)
         outcome.current_run = None
 
     def _check_bronze(self, table: TableConfig, columns: list[Column]) -> None:
@@ -343,6 +352,40 @@ class TableRun:
         area.move(keys, "processed", between=lambda: crash("moving"))
         self._loaded(outcome, run_id, result, area.display(area.moved_key(keys.data, "processed")), window)
 
+    def _extract_then_load(self, table: TableConfig, area: Area, columns: list[Column], window: Window,
+                           bound: Bound | None, run_id: int, advance: bool, outcome: TableOutcome) -> None:
+        """An API or push table: the records are written to their batch file (JSON lines) and its manifest
+        first, and loaded after — an API read may wait on the platform's rate limit, and no warehouse
+        transaction should stay open meanwhile. A failure before the manifest removes the data file."""
+        store, blob = self.ctx.store, self.config.blob
+        keys = area.new_batch(run_id, datetime.now(UTC), self.config.tz, blob.compression, content="jsonl")
+        where = area.display(keys.data)
+        self.on_event(Extracting(table.name, window_text(window), where))
+        stream = self.ctx.source(table.source).extract(table, columns, window)
+
+        def pieces() -> Iterator[bytes]:
+            for piece in stream:
+                crash_point("extract")
+                yield piece
+
+        try:
+            writer = batch.write_batch_file(store, keys.data, pieces(), blob.compression, blob.compression_level)
+            manifest = Manifest(
+                run_id=run_id, table=table.name, mode=table.mode, data_file=keys.data_name,
+                compression=blob.compression, columns=[{"name": c.name, "type": c.type} for c in columns],
+                key=list(table.key), window_start=iso(window.start), window_end=iso(window.end),
+                rows=int(stream.rows or 0), bytes=writer.bytes, sha256=writer.digest.hexdigest(),
+                created_at=iso(datetime.now(UTC)) or "", source_clock=iso(bound.source_clock) if bound else None,
+                content="jsonl", extra={"uncompressed_bytes": writer.raw_bytes, "endpoint": table.endpoint})
+            batch.write_manifest(store, keys.manifest, manifest)
+        except BaseException:
+            area.delete_quietly(keys.data)  # the run is failed; its window is read again next time
+            raise
+        crash_point("uploaded")
+        self.ctx.control.mark_uploaded(run_id, where, writer.bytes, manifest.sha256, manifest.rows)
+        result = self._load(table, area, manifest, keys, advance=advance)
+        self._loaded(outcome, run_id, result, area.display(area.moved_key(keys.data, "processed")), window)
+
     def _loaded(self, outcome: TableOutcome, run_id: int, result: LoadResult, path: str, window: Window) -> None:
         outcome.add(run_id, result, path)
         self.on_event(BatchLoaded(outcome.table, run_id, path, window.start, window.end, result.rows_extracted,
@@ -366,7 +409,11 @@ class TableRun:
         loader = self._loader()
         try:
             rows = batch.read_verified(store, keys.data, manifest)
-            if is_repair(manifest):
+            if manifest.content == "jsonl":
+                stage = StageRows(schema_for(table.endpoint or str(manifest.extra.get("endpoint"))), rows,
+                                  manifest.run_id)
+                result = load_api(loader, table, stage.schema, stage, lambda: manifest, advance=advance, where=where)
+            elif is_repair(manifest):
                 result = load_repair(loader, table, manifest.column_names, rows, lambda: manifest, advance=advance,
                                      where=where)
             else:
@@ -384,6 +431,8 @@ class TableRun:
             self._refuse(table, area, keys.manifest, keys.data, str(exc))
             raise BatchError(f"{exc}; moved to failed/ — the next run re-extracts its window") from None
         crash_point("committed")
+        if table.is_api:
+            self.ctx.source(table.source).batch_loaded(table, manifest.run_id)
         area.move(keys, "processed", between=lambda: crash_point("moving"))
         return result
 

@@ -57,6 +57,9 @@ def reconcile_table(ctx: Context, name: str, *, repair: bool = False, options: O
 def _reconcile(ctx: Context, table: TableConfig, repair: bool, options: Options,
                on_progress: Progress | None) -> TableReport:
     started = time.monotonic()
+    if table.is_api:
+        raise NotComparable(f"{table.name}: an API or push table has no source table to compare with; its "
+                            "records are in bronze and in its _raw table, its calls in `status`")
     if repair:
         waiting = Area(ctx.store, table.name).pending()
         if waiting:

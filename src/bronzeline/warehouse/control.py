@@ -115,12 +115,12 @@ class Control(ControlReader):
                 self._t("extract_runs")), (path, nbytes, checksum, rows, run_id))
 
     def mark_loaded(self, run_id: int, rows_extracted: int, rows_loaded: int, rows_skipped: int,
-                    rows_deleted: int | None) -> None:
+                    rows_deleted: int | None, rows_invalid: int = 0) -> None:
         self.conn.execute(
             sql.SQL("UPDATE {} SET status = 'loaded', run_finished_at = clock_timestamp(), rows_extracted = %s, "
-                    "rows_loaded = %s, rows_skipped = %s, rows_deleted = %s, error_message = NULL "
-                    "WHERE run_id = %s").format(self._t("extract_runs")),
-            (rows_extracted, rows_loaded, rows_skipped, rows_deleted, run_id))
+                    "rows_loaded = %s, rows_skipped = %s, rows_deleted = %s, rows_invalid = %s, "
+                    "error_message = NULL WHERE run_id = %s").format(self._t("extract_runs")),
+            (rows_extracted, rows_loaded, rows_skipped, rows_deleted, rows_invalid, run_id))
 
     def mark_failed(self, run_id: int, message: str) -> None:
         self.conn.execute(

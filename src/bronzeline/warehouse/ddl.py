@@ -26,7 +26,9 @@ def bronze_columns(conn: Conn, schema: str, table: str) -> list[BronzeColumn] | 
     rows = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
         "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        # Generated columns (an API table's geom) are bronze's own, never the source's.
+        "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' "
+        "ORDER BY a.attnum",
         (schema, table),
     ).fetchall()
     if not rows:

@@ -39,3 +39,18 @@ SCHEMAS: dict[str, EndpointSchema] = {}
 def register(schema: EndpointSchema) -> EndpointSchema:
     SCHEMAS[schema.name] = schema
     return schema
+
+
+def schema_for(endpoint: str) -> EndpointSchema:
+    """The schema of an endpoint (its module registers it on import)."""
+    if endpoint not in SCHEMAS:
+        import importlib
+
+        for module in ("bronzeline.sources.tracksolid.schemas", "bronzeline.sources.push.schemas"):
+            importlib.import_module(module)
+    try:
+        return SCHEMAS[endpoint]
+    except KeyError:
+        from bronzeline.errors import ConfigError
+
+        raise ConfigError(f"endpoint {endpoint!r} has no schema; use one of {', '.join(sorted(SCHEMAS))}") from None
