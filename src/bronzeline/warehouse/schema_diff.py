@@ -43,10 +43,22 @@ class ColumnChange:
         return f"column {self.column} is {self.source_type} at the source but {self.bronze_type} in bronze"
 
 
+# PostgreSQL's short names, as format_type() spells them (a declared type may use either).
+_ALIASES = {"timestamptz": "timestamp with time zone", "timestamp": "timestamp without time zone",
+            "timetz": "time with time zone", "time": "time without time zone", "int": "integer",
+            "int4": "integer", "int8": "bigint", "int2": "smallint", "bool": "boolean", "float8": "double precision",
+            "float4": "real", "varchar": "character varying", "decimal": "numeric", "char": "character"}
+
+
 def split_type(typ: str) -> tuple[str, str]:
-    """('character varying[]', '15') from 'character varying(15)[]'; the modifier is '' when absent."""
+    """('character varying[]', '15') from 'character varying(15)[]' (or 'varchar(15)[]'); the modifier is ''
+    when absent."""
     norm = re.sub(r"\s+", " ", typ.strip().lower().removeprefix("public."))
-    return re.sub(r"\s*\(", "(", _MOD.sub("", norm)).strip(), ",".join(m.replace(" ", "") for m in _MOD.findall(norm))
+    base = re.sub(r"\s*\(", "(", _MOD.sub("", norm)).strip()
+    array = base.endswith("[]")
+    base = base.removesuffix("[]").strip()
+    base = _ALIASES.get(base, base) + ("[]" if array else "")
+    return base, ",".join(m.replace(" ", "") for m in _MOD.findall(norm))
 
 
 def same_type(a: str, b: str) -> bool:
