@@ -239,6 +239,11 @@ class TableRun:
             bound = source.upper_bound(table)
             plan = plan_window(watermark=control.watermark(table.name).last_extracted_at, bound=bound.upper,
                                lookback=table.lookback_interval, requested=requested)
+        first_window = False
+        if table.is_api and bound is not None and plan.window.start is None:
+            # An API keeps only so much history: the first window reaches back `since`, and says so in the ledger.
+            plan = replace(plan, window=replace(plan.window, start=bound.upper - table.since_interval))
+            first_window = True
         outcome.window = window = plan.window
         if bound is not None:
             if plan.empty:
@@ -253,7 +258,7 @@ class TableRun:
         outcome.current_run = run_id  # from here on, a failure marks this run failed
         if table.is_api:
             self._extract_then_load(table, area, columns, replace(window, run_id=run_id), bound, run_id,
-                                    plan.advance, outcome)
+                                    plan.advance, outcome, first_window=first_window)
         else:
             self._extract_and_load_batch(table, area, columns, window, bound, run_id, plan.advance, outcome)
         outcome.current_run = None
@@ -353,7 +358,8 @@ class TableRun:
         self._loaded(outcome, run_id, result, area.display(area.moved_key(keys.data, "processed")), window)
 
     def _extract_then_load(self, table: TableConfig, area: Area, columns: list[Column], window: Window,
-                           bound: Bound | None, run_id: int, advance: bool, outcome: TableOutcome) -> None:
+                           bound: Bound | None, run_id: int, advance: bool, outcome: TableOutcome, *,
+                           first_window: bool = False) -> None:
         """An API or push table: the records are written to their batch file (JSON lines) and its manifest
         first, and loaded after — an API read may wait on the platform's rate limit, and no warehouse
         transaction should stay open meanwhile. A failure before the manifest removes the data file."""
@@ -376,7 +382,8 @@ class TableRun:
                 key=list(table.key), window_start=iso(window.start), window_end=iso(window.end),
                 rows=int(stream.rows or 0), bytes=writer.bytes, sha256=writer.digest.hexdigest(),
                 created_at=iso(datetime.now(UTC)) or "", source_clock=iso(bound.source_clock) if bound else None,
-                content="jsonl", extra={"uncompressed_bytes": writer.raw_bytes, "endpoint": table.endpoint})
+                content="jsonl", extra={"uncompressed_bytes": writer.raw_bytes, "endpoint": table.endpoint,
+                                        **({"first_window": True} if first_window else {})})
             batch.write_manifest(store, keys.manifest, manifest)
         except BaseException:
             area.delete_quietly(keys.data)  # the run is failed; its window is read again next time

@@ -82,7 +82,9 @@ def load_api(loader: Loader, table: TableConfig, schema: EndpointSchema, data: S
         loader.control.mark_loaded(manifest.run_id, result.rows_extracted, result.rows_loaded,
                                    result.rows_skipped, result.rows_deleted, data.invalid)
         if table.mode == "incremental" and advance and manifest.window_end:
-            loader.control.advance_watermark(table.name, from_iso(manifest.window_start),
+            # The first window starts `since` back, where no watermark stood yet: it sets the watermark.
+            start = None if manifest.extra.get("first_window") else from_iso(manifest.window_start)
+            loader.control.advance_watermark(table.name, start,
                                              datetime.fromisoformat(manifest.window_end), result.rows_loaded,
                                              manifest.run_id)
     return result
