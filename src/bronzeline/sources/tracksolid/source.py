@@ -24,19 +24,6 @@ CHUNK_BYTES = 256 * 1024
 
 
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
-_shared: list[Any] = [None, None, b""]  # (call, fetched_at, their encoded prefix) of the last record
-
-
-def _line(record: ApiRecord) -> bytes:
-    """`record.to_line()`, byte for byte, but the call and fetch time every record of one reply shares
-    are encoded once (the per-record cost of a track poll is otherwise mostly re-encoding its call)."""
-    if record.error is not None:
-        return record.to_line()
-    if _shared[0] is not record.call or _shared[1] is not record.fetched_at:
-        at = record.fetched_at.astimezone(UTC).isoformat()
-        _shared[:] = [record.call, record.fetched_at, f'{{"call":{_dumps(record.call)},"fetched_at":{_dumps(at)},'
-                      '"record":'.encode()]
-    return _shared[2] + _dumps(record.record).encode() + b"}\n"
 
 
 class JsonLines:
@@ -45,11 +32,24 @@ class JsonLines:
     def __init__(self, records: Iterator[ApiRecord]) -> None:
         self._records = records
         self.rows: int | None = None
+        self._shared: tuple[object, object, bytes] = (None, None, b"")  # the last call, fetch time and prefix
+
+    def _line(self, record: ApiRecord) -> bytes:
+        """`record.to_line()`, byte for byte, but the call and fetch time that every record of one reply
+        shares are encoded once (otherwise most of a track poll's cost is re-encoding its call)."""
+        if record.error is not None:
+            return record.to_line()
+        call, at, prefix = self._shared
+        if call is not record.call or at is not record.fetched_at:
+            stamp = record.fetched_at.astimezone(UTC).isoformat()
+            prefix = f'{{"call":{_dumps(record.call)},"fetched_at":{_dumps(stamp)},"record":'.encode()
+            self._shared = (record.call, record.fetched_at, prefix)
+        return prefix + _dumps(record.record).encode() + b"}\n"
 
     def __iter__(self) -> Iterator[bytes]:
         buf, count = bytearray(), 0
         for record in self._records:
-            buf += _line(record)
+            buf += self._line(record)
             count += 1
             if len(buf) >= CHUNK_BYTES:
                 yield bytes(buf)
