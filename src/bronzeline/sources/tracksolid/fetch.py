@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -133,25 +134,38 @@ class Fetcher:
 
     # ------------------------------------------------------------------ windows
     def track(self, start: datetime, end: datetime) -> Iterator[ApiRecord]:
-        for target in self.cfg.accounts:
-            for imei in self.imeis(target):
-                for low, high in spans(start, end):
-                    params = {"imei": imei, "begin_time": _t(low), "end_time": _t(high), "map_type": self.cfg.map_type}
-                    try:
-                        reply, call = self._call("jimi.device.track.list", params, target, 1)
-                    except ApiCallError as exc:
-                        if exc.code != ILLEGAL_DEVICE:
-                            raise
-                        yield ApiRecord(None, {"method": exc.method, "target": target, "params": params},
-                                        datetime.now(UTC), error=f"code {exc.code}: {exc.platform_message}")
-                        break
-                    at = datetime.now(UTC)
-                    # track points do not name their device: the IMEI asked for is added (nothing else changes)
-                    points = reply.result
-                    if isinstance(points, list):
-                        points = [{"imei": imei, **p} if isinstance(p, dict) and "imei" not in p else p
-                                  for p in points]
-                    yield from self._rows(points, call, at)
+        """One call per device and span. The next call is made (on a worker thread) while this one's
+        points are consumed, so waiting on the platform overlaps encoding and loading."""
+        jobs = ((target, imei, low, high) for target in self.cfg.accounts for imei in self.imeis(target)
+                for low, high in spans(start, end))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tracksolid-ahead") as ahead:
+            pending: tuple[dict[str, Any], str, Future[tuple[Reply, dict[str, Any]]]] | None = None
+            for target, imei, low, high in jobs:
+                params = {"imei": imei, "begin_time": _t(low), "end_time": _t(high), "map_type": self.cfg.map_type}
+                future = ahead.submit(self._call, "jimi.device.track.list", params, target, 1)
+                if pending is not None:
+                    yield from self._points(*pending)
+                pending = (params, target, future)
+            if pending is not None:
+                yield from self._points(*pending)
+
+    def _points(self, params: dict[str, Any], target: str,
+                future: Future[tuple[Reply, dict[str, Any]]]) -> Iterator[ApiRecord]:
+        try:
+            reply, call = future.result()
+        except ApiCallError as exc:
+            if exc.code != ILLEGAL_DEVICE:
+                raise
+            yield ApiRecord(None, {"method": exc.method, "target": target, "params": params}, datetime.now(UTC),
+                            error=f"code {exc.code}: {exc.platform_message}")
+            return
+        at = datetime.now(UTC)
+        # track points do not name their device: the IMEI asked for is added (nothing else changes)
+        points = reply.result
+        if isinstance(points, list):
+            points = [{"imei": params["imei"], **p} if isinstance(p, dict) and "imei" not in p else p
+                      for p in points]
+        yield from self._rows(points, call, at)
 
     def alarms(self, start: datetime, end: datetime) -> Iterator[ApiRecord]:
         for target in self.cfg.accounts:
