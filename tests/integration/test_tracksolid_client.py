@@ -63,7 +63,7 @@ def canon(rows: list[Any]) -> list[str]:
 
 def records(client: TracksolidClient, cfg: TracksolidConfig, endpoint: str, start: datetime | None = None,
             end: datetime | None = None) -> list[ApiRecord]:
-    return list(Fetcher(client, cfg, "api_test", 7, {}).records(endpoint, start, end))  # type: ignore[arg-type]
+    return list(Fetcher(client, cfg, "api_test", 7, {}).records(endpoint, start, end))
 
 
 def test_token_is_cached_in_the_ledger_and_reused_across_clients(control: Conn) -> None:
@@ -231,11 +231,11 @@ def test_refused_logins_name_the_setting_and_nothing_secret_leaks(control: Conn)
             with pytest.raises(SourceRefused, match=setting) as raised:
                 TracksolidClient("other", bad, ledger(control)).call("jimi.user.device.list", {"target": "fireside"})
             assert all(s not in str(raised.value) for s in bad.secret_values())
-        tokens = control.execute(f"SELECT access_token, refresh_token FROM {CONTROL}.api_tokens").fetchall()
-        issued = [t for row in tokens for t in row] + [c.params.get("access_token", "") for c in fake.calls]
-        secrets = [s for s in [*issued, *cfg.secret_values()] if s]
+        cached = control.execute(f"SELECT access_token, refresh_token FROM {CONTROL}.api_tokens").fetchone()
+        assert cached is not None and set(cached) <= set(fake.tokens_issued())
+        secrets = [*fake.tokens_issued(), *cfg.secret_values()]
         logged = json.dumps(control.execute(f"SELECT * FROM {CONTROL}.api_calls").fetchall(), default=str)
-        assert len(secrets) >= 4 and methods(fake)[("jimi.oauth.token.get", 0)] >= 2
+        assert len(secrets) >= 6 and methods(fake)[("jimi.oauth.token.get", 0)] >= 2
         for secret in secrets:
             assert secret not in logged and secret.encode() not in lines
         assert b'"sign"' not in lines and b"app_key" not in lines and b"access_token" not in lines

@@ -121,6 +121,11 @@ class FakePlatform:
             for tok in self._tokens.values():
                 tok.revoked = True
 
+    def tokens_issued(self) -> list[str]:
+        """Every access and refresh token handed out so far (tests check none of them leaks)."""
+        with self._lock:
+            return [t for access, tok in self._tokens.items() for t in (access, tok.refresh)]
+
     def imeis_of(self, target: str | None = None) -> list[str]:
         return [d.imei for d in self.devices if target is None or d.target == target]
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bronzeline.config.models import TracksolidConfig
+from bronzeline.errors import ConfigError
 from bronzeline.sources.api.records import ApiRecord
 from bronzeline.sources.tracksolid.client import ApiCallError, Reply, TracksolidClient
 from bronzeline.sources.tracksolid.signing import platform_time
@@ -53,14 +54,21 @@ class Fetcher:
         self.client, self.cfg, self.table_name, self.run_id = client, cfg, table_name, run_id
         self._devices = devices
 
-    def records(self, endpoint: str, start: datetime, end: datetime) -> Iterator[ApiRecord]:
-        readers = {"devices": self.devices, "device_detail": self.device_detail,
-                   "live_positions": self.live_positions}
-        if endpoint in readers:
-            yield from readers[endpoint]()
-            return
+    def records(self, endpoint: str, start: datetime | None = None, end: datetime | None = None,
+                ) -> Iterator[ApiRecord]:
+        """The endpoint's records; windowed endpoints read (start, end], snapshots ignore the window."""
+        snapshots = {"devices": self.devices, "device_detail": self.device_detail,
+                     "live_positions": self.live_positions}
         windowed = {"track": self.track, "alarms": self.alarms, "trips": self.trips, "parking": self.parking}
-        yield from windowed[endpoint](start, end)
+        if endpoint in snapshots:
+            yield from snapshots[endpoint]()
+        elif endpoint in windowed:
+            if start is None or end is None:
+                raise ValueError(f"endpoint {endpoint} reads a window: give start and end")
+            yield from windowed[endpoint](start, end)
+        else:
+            raise ConfigError(f"{self.table_name}: endpoint {endpoint!r} is not read from a tracksolid connection; "
+                              f"use one of {', '.join([*snapshots, *windowed])}")
 
     # ------------------------------------------------------------------ calls
     def _call(self, method: str, params: dict[str, Any], target: str, imeis: int = 0) -> tuple[Reply, dict[str, Any]]:
