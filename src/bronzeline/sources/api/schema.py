@@ -39,3 +39,12 @@ SCHEMAS: dict[str, EndpointSchema] = {}
 def register(schema: EndpointSchema) -> EndpointSchema:
     SCHEMAS[schema.name] = schema
     return schema
+
+
+def schema_for(endpoint: str) -> EndpointSchema:
+    """The schema of an endpoint (the schema modules register themselves when first imported); KeyError when
+    no schema has that name."""
+    if endpoint not in SCHEMAS:
+        from bronzeline.sources.push import schemas as _push  # noqa: F401 - registers the push schemas
+        from bronzeline.sources.tracksolid import schemas as _poll  # noqa: F401 - registers the poll schemas
+    return SCHEMAS[endpoint]
