@@ -86,6 +86,10 @@ def imei(name: str, value: Any) -> str | None:
 
 def decimal(name: str, value: Any) -> Decimal | None:
     """A finite decimal keeping the digits the vendor sent (a JSON float goes through its shortest text)."""
+    return _number(name, value, _NUMERIC_MAX)
+
+
+def _number(name: str, value: Any, limit: Decimal) -> Decimal | None:
     if missing(value):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, str, Decimal)):
@@ -94,7 +98,7 @@ def decimal(name: str, value: Any) -> Decimal | None:
         number = Decimal(value.strip() if isinstance(value, str) else str(value))
     except InvalidOperation:
         raise MappingError(f"{name} {_show(value)} is not a number") from None
-    if not number.is_finite() or abs(number) >= _NUMERIC_MAX:
+    if not number.is_finite() or abs(number) >= limit:
         raise MappingError(f"{name} {_show(value)} is out of range")
     if number != 0 and number.as_tuple().exponent < _NUMERIC_MIN_EXPONENT:  # type: ignore[operator]
         raise MappingError(f"{name} {_show(value)} has too many decimals")
@@ -116,7 +120,7 @@ longitude: Convert = _bounded(Decimal(180))
 
 def _whole(bound: int, kind: str) -> Convert:
     def convert(name: str, value: Any) -> int | None:
-        number = decimal(name, value)
+        number = _number(name, value, Decimal(2 * bound))
         if number is None:
             return None
         if number != number.to_integral_value():

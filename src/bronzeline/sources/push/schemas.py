@@ -16,9 +16,26 @@ import json
 from datetime import datetime
 from typing import Any
 
-from bronzeline.sources.api.fields import (Computed, Field, RecordSchema, bigint, check_json, decimal, flag, imei,
-                                           integer, jsonb, latitude, longitude, missing, received_at, record_hash,
-                                           smallint, text, timestamp)
+from bronzeline.sources.api.fields import (
+    Computed,
+    Field,
+    RecordSchema,
+    bigint,
+    check_json,
+    decimal,
+    flag,
+    imei,
+    integer,
+    jsonb,
+    latitude,
+    longitude,
+    missing,
+    received_at,
+    record_hash,
+    smallint,
+    text,
+    timestamp,
+)
 from bronzeline.sources.api.schema import MappingError, register
 
 TEXT, TIME, NUM, JSONB = "text", "timestamptz", "numeric", "jsonb"

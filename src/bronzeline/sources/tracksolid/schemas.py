@@ -18,8 +18,20 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from bronzeline.sources.api.fields import (Computed, Field, RecordSchema, decimal, flag, imei, integer, latitude,
-                                           longitude, smallint, text, timestamp)
+from bronzeline.sources.api.fields import (
+    Computed,
+    Field,
+    RecordSchema,
+    decimal,
+    flag,
+    imei,
+    integer,
+    latitude,
+    longitude,
+    smallint,
+    text,
+    timestamp,
+)
 from bronzeline.sources.api.schema import register
 
 TEXT, TIME, NUM = "text", "timestamptz", "numeric"
