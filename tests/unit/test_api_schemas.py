@@ -387,3 +387,12 @@ def test_platform_push_keeps_any_message() -> None:
     assert row["imei"] == "869247060001739"
     assert row["payload"] == {"imei": "869247060001739", "deviceName": "JC450", "raw_data": "7878"}
     assert row["record_hash"] == record_hash(PLATFORM_PUSH)
+
+
+def test_the_user_docs_list_every_column() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    missing = [f"{e}.{c.name}" for e in sorted(ENDPOINTS) for c in schema_for(e).columns() if f"`{c.name}`" not in doc]
+    assert not missing, f"docs/api.md does not name these columns: {missing}"
+    assert all(f"`{e}`" in doc for e in ENDPOINTS)
