@@ -62,6 +62,7 @@ CALLS: list[tuple[float, str, str, int | None, str | None, float, int]] = [
     (30.0, "jimi", "jimi.device.track.list", 1001, "Parameter error", 50.0, 0),  # older than 24 h
     (50.0, "jimi", "jimi.device.track.list", 0, "success", 250.0, 900),
     (75.0, "gone", "jimi.device.track.list", 0, "success", 100.0, 5),  # a connection no longer configured
+    (40.0, "idle_jimi", "jimi.user.device.list", 0, "success", 100.0, 3),  # configured, no call in 24 h
     (24 * 9, "jimi", "jimi.device.track.list", 0, "success", 100.0, 5),  # older than the 7 days shown
 ]
 
@@ -111,9 +112,10 @@ def test_status_json_shows_the_call_log_per_connection_and_day(logged: tuple[Pip
     assert jimi["p95_ms"] == pytest.approx(expected_p95, abs=0.1)
     assert datetime.fromisoformat(jimi["last_call_at"]) == now - timedelta(hours=0.3)
     assert jimi["last_call_at"].endswith("+00:00")
-    assert connections["idle_jimi"] == {"connection": "idle_jimi", "calls_24h": 0, "failures_24h": 0,
-                                        "rate_limited_24h": 0, "renewals_24h": 0, "rows_24h": 0, "avg_ms": None,
-                                        "p95_ms": None, "last_call_at": None, "last_error": None}
+    idle = connections["idle_jimi"]
+    assert datetime.fromisoformat(idle.pop("last_call_at")) == now - timedelta(hours=40)  # older than 24 h
+    assert idle == {"connection": "idle_jimi", "calls_24h": 0, "failures_24h": 0, "rate_limited_24h": 0,
+                    "renewals_24h": 0, "rows_24h": 0, "avg_ms": None, "p95_ms": None, "last_error": None}
 
     tz = ZoneInfo(TZ)
     today = now.astimezone(tz).date()

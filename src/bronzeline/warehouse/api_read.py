@@ -83,7 +83,9 @@ SELECT n.connection,
        coalesce(sum(r.rows), 0)::bigint AS rows_24h,
        round(avg(r.duration_ms)::numeric, 1)::float8 AS avg_ms,
        round((percentile_cont(0.95) WITHIN GROUP (ORDER BY r.duration_ms))::numeric, 1)::float8 AS p95_ms,
-       (SELECT max(a.called_at) FROM {calls} a WHERE a.connection = n.connection) AS last_call_at,
+       coalesce(max(r.called_at),  -- older calls only when none in 24 h (a backward scan of the time index)
+                (SELECT a.called_at FROM {calls} a WHERE a.connection = n.connection
+                  ORDER BY a.called_at DESC LIMIT 1)) AS last_call_at,
        (SELECT concat_ws(' ', f.code, f.message) FROM recent f
          WHERE f.connection = n.connection AND f.code IS DISTINCT FROM 0
          ORDER BY f.called_at DESC, f.call_id DESC LIMIT 1) AS last_error
