@@ -42,9 +42,15 @@ def register(schema: EndpointSchema) -> EndpointSchema:
 
 
 def schema_for(endpoint: str) -> EndpointSchema:
-    """The schema of an endpoint (the schema modules register themselves when first imported); KeyError when
-    no schema has that name."""
+    """The schema of an endpoint (its module registers it on import)."""
     if endpoint not in SCHEMAS:
-        from bronzeline.sources.push import schemas as _push  # noqa: F401 - registers the push schemas
-        from bronzeline.sources.tracksolid import schemas as _poll  # noqa: F401 - registers the poll schemas
-    return SCHEMAS[endpoint]
+        import importlib
+
+        for module in ("bronzeline.sources.tracksolid.schemas", "bronzeline.sources.push.schemas"):
+            importlib.import_module(module)
+    try:
+        return SCHEMAS[endpoint]
+    except KeyError:
+        from bronzeline.errors import ConfigError
+
+        raise ConfigError(f"endpoint {endpoint!r} has no schema; use one of {', '.join(sorted(SCHEMAS))}") from None
