@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from bronzeline.config.models import TableConfig
     from bronzeline.events import Event
     from bronzeline.models.outcome import BuildReport, CheckResult
+    from bronzeline.observe.api_calls import ApiView
     from bronzeline.observe.model_facts import ModelStatus
     from bronzeline.observe.status import TableStatus
     from bronzeline.pipeline import TableOutcome
@@ -246,6 +247,7 @@ def status(state: State, as_json: bool) -> None:
     """Per table: last loaded, lag, rows last run, watermark, pending files, failures in 24 h; per model:
     last built, status, rows, failed checks; per cdc slot: its health and lag."""
     from bronzeline.context import Context
+    from bronzeline.observe.api_calls import api_view
     from bronzeline.observe.model_facts import models_view
     from bronzeline.observe.slots import slot_line, slots_json
     from bronzeline.observe.status import table_status
@@ -254,13 +256,17 @@ def status(state: State, as_json: bool) -> None:
         rows = table_status(ctx)
         view = models_view(ctx)
         slots = slots_json(ctx)
+        api = api_view(ctx)
     if as_json:
         click.echo(json.dumps({"project": state.config.project, "tables": [r.as_json() for r in rows],
-                               "models": [m.as_json() for m in view.models], "slots": slots}, indent=2))
+                               "models": [m.as_json() for m in view.models], "slots": slots,
+                               "api": api.as_json()}, indent=2))
         return
     _status_table(state.config.project, rows, view.models)
     for slot in slots:
         out.print(slot_line(slot), markup=False)
+    if api.shown:
+        _api_tables(api)
     if view.error:
         err.print(f"models: {view.error}", markup=False)
 
@@ -278,7 +284,8 @@ def _status_table(project: str, rows: list[TableStatus], models: list[ModelStatu
         if r.incomplete_files:
             pending += f" [yellow]+{r.incomplete_files} incomplete[/yellow]"
         grid.add_row(r.table, r.mode, _short(r.last_loaded_at), human_duration(r.lag_seconds),
-                     _num(r.rows_loaded_last_run), r.chunks_text or _short(r.watermark), pending,
+                     _num(r.rows_loaded_last_run) + _invalid(r.rows_invalid_last_run),
+                     r.chunks_text or _short(r.watermark), pending,
                      f"[red]{r.failures_24h}[/red]" if r.failures_24h else "0")
     out.print(grid)
     if not models:
@@ -295,6 +302,40 @@ def _status_table(project: str, rows: list[TableStatus], models: list[ModelStatu
     for m in models:
         if m.message:
             out.print(f"{m.model}: {m.status}: {m.message}", markup=False)
+
+
+def _invalid(count: int | None) -> str:
+    """API and push tables: records of the last run that could not be mapped, when there were some."""
+    return f" [red]+{count:,} invalid[/red]" if count else ""
+
+
+def _api_tables(api: ApiView) -> None:
+    """The call log: per API connection over 24 h, then calls per day over 7 days."""
+    from rich.table import Table
+
+    grid = Table(title="API calls (24 h)")
+    for col in ("connection", "calls", "failed", "rate limited", "renewals", "rows", "avg ms", "p95 ms", "last call",
+                "last error"):
+        grid.add_column(col)
+    for c in api.connections:
+        grid.add_row(c.connection, _num(c.calls_24h), f"[red]{c.failures_24h:,}[/red]" if c.failures_24h else "0",
+                     _num(c.rate_limited_24h), _num(c.renewals_24h), _num(c.rows_24h), _ms(c.avg_ms), _ms(c.p95_ms),
+                     _short(c.last_call_at), (c.last_error or "")[:60].replace("[", r"\["))
+    out.print(grid)
+    if not api.daily:
+        return
+    grid = Table(title="API calls per day")
+    for col in ("day", "connection", "calls", "failed", "rate limited", "rows", "avg ms"):
+        grid.add_column(col)
+    for d in api.daily:
+        failed = f"[red]{d.failures:,}[/red]" if d.failures else "0"
+        grid.add_row(d.day.isoformat(), d.connection, _num(d.calls), failed, _num(d.rate_limited), _num(d.rows),
+                     _ms(d.avg_ms))
+    out.print(grid)
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
 
 
 def _short(value: datetime | None) -> str:
@@ -436,12 +477,15 @@ def runs(state: State, table: str | None, limit: int, as_json: bool, failed: boo
         click.echo(json.dumps({"runs": [r.as_json() for r in rows]}, indent=2))
         return
     grid = Table()
-    for col in ("run", "table", "status", "try", "started", "window end", "extracted", "loaded", "skipped", "error"):
+    invalid = any(r.rows_invalid for r in rows)  # API and push runs: records that did not map
+    for col in ("run", "table", "status", "try", "started", "window end", "extracted", "loaded", "skipped",
+                *(("invalid",) if invalid else ()), "error"):
         grid.add_column(col)
     for r in rows:
         status = f"[red]{r.status}[/red]" if r.status == "failed" else r.status
         grid.add_row(str(r.run_id), r.table_name, status, str(r.attempts), _short(r.run_started_at),
                      _short(r.window_end), _num(r.rows_extracted), _num(r.rows_loaded), _num(r.rows_skipped),
+                     *((f"[red]{r.rows_invalid:,}[/red]" if r.rows_invalid else "",) if invalid else ()),
                      (r.error_message or "")[:60].replace("[", r"\["))
     out.print(grid)
     for r in (r for r in rows if r.status == "failed" and r.error_message):

@@ -102,9 +102,10 @@ def by_model(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def test_status_shows_each_model_s_latest_build_and_failed_checks(built: Pipeline) -> None:
     status = json.loads(built.cli("status", "--json", check=True).stdout)
-    assert list(status) == ["project", "tables", "models", "slots"]
+    assert list(status) == ["project", "tables", "models", "slots", "api"]
     assert list(status["tables"][0]) == ["table", "mode", "last_loaded_at", "lag_seconds", "watermark",
-                                         "rows_loaded_last_run", "rows_skipped_last_run", "pending_files",
+                                         "rows_loaded_last_run", "rows_skipped_last_run", "rows_invalid_last_run",
+                                         "pending_files",
                                          "incomplete_files", "failures_24h", "last_status", "last_error"]
     models = by_model(status["models"])
     assert set(models) == {"silver.fixes", "silver.devices_clean", "gold.device_speed"}  # plates: never built

@@ -369,7 +369,8 @@ def test_status_and_runs_json_shapes(scenario: Pipeline) -> None:
     status = json.loads(scenario.cli("status", "--json", check=True).stdout)
     assert status["project"] == "fleet"
     assert list(status["tables"][0]) == ["table", "mode", "last_loaded_at", "lag_seconds", "watermark",
-                                         "rows_loaded_last_run", "rows_skipped_last_run", "pending_files",
+                                         "rows_loaded_last_run", "rows_skipped_last_run", "rows_invalid_last_run",
+                                         "pending_files",
                                          "incomplete_files", "failures_24h", "last_status", "last_error"]
     devices = next(t for t in status["tables"] if t["table"] == "devices")
     assert devices["last_loaded_at"].endswith("+00:00") and devices["watermark"] is None

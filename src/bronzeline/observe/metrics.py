@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bronzeline import __version__
+from bronzeline.observe.api_calls import ApiView
 from bronzeline.observe.facts import RUN_STATUSES
 from bronzeline.observe.model_facts import CHECK_STATUSES, MODEL_STATUSES, ModelsView
 from bronzeline.observe.slots import WAL_STATUSES as SLOT_WAL_STATUSES
@@ -19,14 +20,17 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 Facts = Callable[[], list[dict[str, Any]]]  # table_facts for one scrape; raises when the warehouse is down
 Models = Callable[[], ModelsView]  # models_view for one scrape
 Slots = Callable[[], list[dict[str, Any]]]  # slots_json for one scrape (contacts the cdc sources)
+Api = Callable[[], ApiView]  # api_calls.metrics_view for one scrape
 
 
 class LedgerCollector(Collector):
-    def __init__(self, project: str, facts: Facts, models: Models | None = None, slots: Slots | None = None) -> None:
+    def __init__(self, project: str, facts: Facts, models: Models | None = None, slots: Slots | None = None,
+                 api: Api | None = None) -> None:
         self.project = project
         self.facts = facts
         self.models = models
         self.slots = slots
+        self.api = api
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("bronzeline_info", "bronzeline's version and project", labels=["project", "version"])
@@ -36,13 +40,15 @@ class LedgerCollector(Collector):
             rows = self.facts()
             view = self.models() if self.models is not None else ModelsView()
             slots = self.slots() if self.slots is not None else []
+            api = self.api() if self.api is not None else ApiView()
             up = 1.0
         except Exception:  # the warehouse is down: say so, and export nothing stale
-            rows, view, slots, up = [], ModelsView(), [], 0.0
+            rows, view, slots, api, up = [], ModelsView(), [], ApiView(), 0.0
         yield GaugeMetricFamily("bronzeline_up", "1 when the warehouse answered this scrape", value=up)
         yield from table_metrics(rows)
         yield from model_metrics(view)
         yield from slot_metrics(slots)
+        yield from api_metrics(api)
 
 
 def _gauge(name: str, doc: str, rows: list[dict[str, Any]], key: str) -> GaugeMetricFamily:
@@ -168,9 +174,43 @@ def slot_metrics(slots: list[dict[str, Any]]) -> Iterator[Metric]:
         yield family
 
 
-def render(project: str, facts: Facts, models: Models | None = None, slots: Slots | None = None) -> bytes:
+def api_metrics(api: ApiView) -> Iterator[Metric]:
+    """The call log over the last 24 hours (gauges: a window, not counters since start)."""
+    calls = GaugeMetricFamily("bronzeline_api_calls_24h", "API calls in the last 24 hours by outcome (error: a code "
+                              "other than 0 or no answer; rate_limited: code 1006)",
+                              labels=["connection", "method", "outcome"])
+    for m in api.methods:
+        for outcome, count in (("ok", m.ok), ("error", m.error), ("rate_limited", m.rate_limited)):
+            calls.add_metric([m.connection, m.method, outcome], float(count))
+    yield calls
+    for name, doc, key in (("bronzeline_api_call_seconds_avg", "average API call duration over the last 24 hours",
+                            "avg_ms"),
+                           ("bronzeline_api_call_seconds_p95", "95th percentile of API call durations over the last "
+                            "24 hours", "p95_ms")):
+        family = GaugeMetricFamily(name, doc, labels=["connection"])
+        for c in api.connections:
+            value = getattr(c, key)
+            if value is not None:
+                family.add_metric([c.connection], value / 1000)
+        yield family
+    renewals = GaugeMetricFamily("bronzeline_api_token_renewals_24h", "access-token requests and refreshes in the "
+                                 "last 24 hours", labels=["connection"])
+    rows = GaugeMetricFamily("bronzeline_api_rows_24h", "records returned by API calls in the last 24 hours",
+                             labels=["connection"])
+    last = GaugeMetricFamily("bronzeline_api_last_call_timestamp_seconds", "when the connection's latest API call "
+                             "was made", labels=["connection"])
+    for c in api.connections:
+        renewals.add_metric([c.connection], float(c.renewals_24h))
+        rows.add_metric([c.connection], float(c.rows_24h))
+        if c.last_call_at is not None:
+            last.add_metric([c.connection], c.last_call_at.timestamp())
+    yield from (renewals, rows, last)
+
+
+def render(project: str, facts: Facts, models: Models | None = None, slots: Slots | None = None,
+           api: Api | None = None) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LedgerCollector(project, lambda: [_with_limit(r) for r in facts()], models, slots))
+    registry.register(LedgerCollector(project, lambda: [_with_limit(r) for r in facts()], models, slots, api))
     return generate_latest(registry)
 
 

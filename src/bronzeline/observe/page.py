@@ -12,7 +12,7 @@ from typing import Any
 from bronzeline import __version__
 from bronzeline.config.models import Config
 from bronzeline.context import Context
-from bronzeline.observe import facts, model_page, slot_page
+from bronzeline.observe import api_calls, facts, model_page, slot_page
 from bronzeline.observe.cadence import DEFAULT_ORIGIN
 from bronzeline.observe.model_facts import models_view
 from bronzeline.observe.slots import slots_json
@@ -26,7 +26,7 @@ def gather(ctx: Context, history: int) -> dict[str, Any]:
     session = ctx.control.session()
     return {"tables": facts.table_facts(ctx), "runs": facts.run_history(ctx, history),
             "failures": facts.recent_failures(ctx), "now": session.now, "user": session.user,
-            "models": models_view(ctx), "slots": slots_json(ctx)}
+            "models": models_view(ctx), "slots": slots_json(ctx), "api": api_calls.api_json(ctx)}
 
 
 def freshness(row: dict[str, Any]) -> tuple[str, str, float]:
@@ -77,7 +77,7 @@ def _table_rows(config: Config, tables: list[dict[str, Any]]) -> str:
         <td title="the source-clock bound of the last loaded window">{lag}<br><small>{escape(
             _local(row.get('watermark'), config))}</small></td>
         <td class="num">{_num(row.get('rows_loaded_last_run'))}<br><small>{_num(row.get('rows_skipped_last_run'))}
-            skipped</small></td>
+            skipped</small>{_invalid(row.get('rows_invalid_last_run'))}</td>
         <td class="num">{_num(row['runs']['loaded'])}</td>
         <td class="num{' warn' if row['pending_files'] or row.get('incomplete_files') else ''}">{row['pending_files']}{
             f"<br><small>{row['incomplete_files']} incomplete</small>" if row.get('incomplete_files') else ''}</td>
@@ -86,6 +86,11 @@ def _table_rows(config: Config, tables: list[dict[str, Any]]) -> str:
             _origin(row.get('cadence_from')))}</small></td>
       </tr>""")
     return "".join(out)
+
+
+def _invalid(count: int | None) -> str:
+    """API and push tables: records of the last run that could not be mapped (only when there were some)."""
+    return f'<br><small class="bad">{count:,} invalid</small>' if count else ""
 
 
 def _origin(origin: str | None) -> str:
@@ -141,10 +146,15 @@ def render(config: Config, data: dict[str, Any]) -> str:
     if slot_trouble:
         level = "bad" if "bad" in (level, slot_trouble[0]) else "warn"
         summary = f"{summary} · {slot_trouble[1]}"
+    api_trouble = api_calls.summary(data.get("api"))
+    if api_trouble:
+        level = "warn" if level == "good" else level
+        summary = f"{summary} · {api_trouble}"
     return PAGE.format(
         title=escape(f"bronzeline — {config.project}"), project=escape(config.project), level=level,
         summary=escape(summary), updated=escape(now.astimezone(config.tz).strftime("%Y-%m-%d %H:%M:%S %Z")),
         rows=_table_rows(config, tables), slots=slot_page.section(slots, config.tz),
+        api=api_calls.section(data.get("api"), config.tz),
         models=model_page.section(config, models) if models is not None else "",
         failures=_failures(config, data["failures"]),
         data=_chart_data(config, data), user=escape(str(data["user"])), version=__version__,
@@ -175,6 +185,7 @@ PAGE = HEAD + """
   <p class="legend"><span class="pill fresh">fresh</span> within the cadence · <span class="pill due">due</span>
     within 2 × cadence · <span class="pill stale">stale</span> older (verify fails)</p></section>
 {slots}
+{api}
 {models}
 <div class="charts">
   <section class="card"><h2>Rows loaded per run</h2><div id="chart-rows" class="chart"></div></section>

@@ -25,7 +25,7 @@ from psycopg import sql
 from bronzeline.config.models import Config
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError, ConfigError
-from bronzeline.observe import facts, metrics, page
+from bronzeline.observe import api_calls, facts, metrics, page
 from bronzeline.observe.model_facts import models_json, models_view
 from bronzeline.observe.slots import slots_json
 from bronzeline.observe.status import status_json
@@ -130,7 +130,8 @@ def create_app(config: Config, *, role: str | None = None, history: int = 500) -
     def api_status() -> dict[str, Any]:
         with unavailable():
             return reader.read(lambda ctx: {"project": config.project, "tables": status_json(ctx),
-                                            "models": models_json(ctx), "slots": slots_json(ctx)})
+                                            "models": models_json(ctx), "slots": slots_json(ctx),
+                                            "api": api_calls.api_json(ctx)})
 
     @app.get("/api/runs")
     def api_runs(limit: int = Query(default=200, ge=1, le=5000)) -> dict[str, Any]:
@@ -140,7 +141,8 @@ def create_app(config: Config, *, role: str | None = None, history: int = 500) -
     @app.get("/metrics")
     def metrics_endpoint() -> Response:
         body = metrics.render(config.project, lambda: reader.read(facts.table_facts),
-                              lambda: reader.read(models_view), lambda: reader.read(slots_json))
+                              lambda: reader.read(models_view), lambda: reader.read(slots_json),
+                              lambda: reader.read(api_calls.metrics_view))
         return Response(body, media_type=metrics.CONTENT_TYPE)
 
     @app.get("/", response_class=HTMLResponse)

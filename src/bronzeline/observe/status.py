@@ -29,6 +29,7 @@ class TableStatus:
     last_error: str | None  # the latest run's error, when it failed
     chunked: bool = False  # the table splits its first load (`chunks:`/`chunk_rows:`)
     chunks: ChunkProgress | None = None  # its chunked first load under way
+    rows_invalid_last_run: int | None = None  # records of the last loaded run that could not be mapped (API/push)
 
     @property
     def chunks_text(self) -> str | None:
@@ -47,6 +48,7 @@ class TableStatus:
             "watermark": iso(self.watermark),
             "rows_loaded_last_run": self.rows_loaded_last_run,
             "rows_skipped_last_run": self.rows_skipped_last_run,
+            "rows_invalid_last_run": self.rows_invalid_last_run,
             "pending_files": self.pending_files,
             "incomplete_files": self.incomplete_files,
             "failures_24h": self.failures_24h,
@@ -71,7 +73,8 @@ def table_status(ctx: Context) -> list[TableStatus]:
         out.append(TableStatus(
             table=table.name, mode=table.mode, last_loaded_at=row.last_loaded_at, lag_seconds=lag,
             watermark=row.watermark, rows_loaded_last_run=row.rows_loaded_last_run,
-            rows_skipped_last_run=row.rows_skipped_last_run, pending_files=pending.complete,
+            rows_skipped_last_run=row.rows_skipped_last_run, rows_invalid_last_run=row.rows_invalid_last_run,
+            pending_files=pending.complete,
             incomplete_files=pending.incomplete, failures_24h=row.failures_24h, last_status=row.last_status,
             last_error=row.last_error, chunked=chunks.is_chunked(table), chunks=chunked.get(table.name)))
     return out

@@ -54,6 +54,7 @@ class RunRecord:
     lsn_start: str | None = None  # cdc runs: the commit LSNs the change batch covers
     lsn_end: str | None = None
     note: str | None = None  # e.g. what a cdc resync replaced
+    rows_invalid: int = 0  # API and push runs: records that could not be mapped (kept in <name>_raw)
 
     @property
     def seconds(self) -> float | None:
@@ -79,6 +80,7 @@ class LedgerStatus:
     last_status: str | None
     last_error: str | None  # of the latest run, when it failed
     now: datetime  # the warehouse's clock, for lags
+    rows_invalid_last_run: int | None = None  # API and push tables: records of the last load that did not map
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,9 @@ SELECT t.name AS table,
          AND r.run_started_at > now() - interval '24 hours')::int AS failures_24h,
        l.status AS last_status,
        CASE WHEN l.status = 'failed' THEN l.error_message END AS last_error,
-       now() AS now
+       now() AS now,
+       (SELECT r.rows_invalid FROM {runs} r WHERE r.table_name = t.name AND r.status = 'loaded'
+         ORDER BY r.run_id DESC LIMIT 1) AS rows_invalid_last_run
 FROM unnest(%s::text[]) WITH ORDINALITY AS t(name, ord)
 LEFT JOIN {wm} w ON w.table_name = t.name
 LEFT JOIN LATERAL (SELECT r.status, r.error_message FROM {runs} r WHERE r.table_name = t.name
