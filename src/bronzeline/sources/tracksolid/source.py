@@ -116,6 +116,11 @@ class TracksolidSource:
         return value.astimezone(UTC).replace(tzinfo=None)  # the platform keeps UTC
 
     def upper_bound(self, table: TableConfig) -> Bound:
+        if self.client.server_clock() is None:
+            # The window's bound comes from the platform's clock, never the machine's: ask it (the device list
+            # is the cheapest signed call, and the run reads it anyway).
+            account = self.cfg.accounts[0]
+            self.client.call("jimi.user.device.list", {"target": account}, target=account, table_name=table.name)
         clock = self.clock()
         return Bound((clock - table.settle_interval).replace(microsecond=0), clock, None, None)
 
