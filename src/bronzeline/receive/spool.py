@@ -60,6 +60,10 @@ class SpoolWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
     # ------------------------------------------------------------------ callers
     async def append(self, entry: Entry) -> None:
         loop = asyncio.get_running_loop()
