@@ -21,7 +21,7 @@ from bronzeline.config.models import Config, PushConfig, TableConfig
 from bronzeline.context import Context
 from bronzeline.errors import BronzelineError, ConfigError
 from bronzeline.receive import segments
-from bronzeline.receive.app import PushConnection, Routes, create_app
+from bronzeline.receive.app import PushConnection, ReceiverApp, Routes
 from bronzeline.receive.metrics import ReceiverMetrics
 from bronzeline.receive.segments import SpoolLock
 from bronzeline.receive.spool import SpoolWriter
@@ -206,12 +206,12 @@ def serve(config: Config, host: str, port: int, *, say: Say, on_start: Callable[
     flusher = Flusher(receiver, metrics, say)
     try:
         flusher.start()
-        app = create_app(Routes(receiver.connections), metrics, receiver.health)
+        app = ReceiverApp(Routes(receiver.connections), metrics, receiver.health)
         if on_start is not None:
             shown = f"[{host}]" if ":" in host else host
             on_start(f"http://{shown}:{sock.getsockname()[1]}/", receiver)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                               timeout_graceful_shutdown=10))
+                                               proxy_headers=False, timeout_graceful_shutdown=10))
         if not stopping.is_set():
             server.run(sockets=[sock])
     finally:
