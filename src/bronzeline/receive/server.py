@@ -131,11 +131,16 @@ class Flusher:
             self._thread.join()
 
     def _loop(self) -> None:
+        every = self.receiver.flush_seconds
+        failures = 0
         while not self._stop.is_set():
-            self.flush()
-            self._stop.wait(self.receiver.flush_seconds)
+            failures = 0 if self.flush() else failures + 1
+            # A warehouse that keeps failing is tried less often (up to every 5 minutes); pushes are still
+            # acknowledged meanwhile, and the first flush that works loads all of them.
+            self._stop.wait(min(every * 2 ** min(failures, 10), max(every, 300.0)))
 
-    def flush(self) -> None:
+    def flush(self) -> bool:
+        """Close the open segments and load what is ready; False when a table (or the warehouse) failed."""
         from bronzeline.pipeline import run_tables
 
         config = self.receiver.config
@@ -144,7 +149,7 @@ class Flusher:
                 self.receiver.seal()
                 tables = self.receiver.ready_tables()
                 if not tables:
-                    return
+                    return True
                 self._ctx = self._ctx or Context(config)
                 outcomes = run_tables(config, tables, ctx=self._ctx)
             except (BronzelineError, psycopg.Error, OSError) as exc:
@@ -152,7 +157,7 @@ class Flusher:
                 self.say(redact(f"flush failed: {first_line(exc)}; the pushes stay spooled for the next flush",
                                 config.secrets()))
                 self._close_context()
-                return
+                return False
             failed = False
             for outcome in outcomes:
                 if outcome.status == "loaded":
@@ -169,6 +174,7 @@ class Flusher:
             self.metrics.flushes.labels("failed" if failed else "ok").inc()
             if failed:
                 self._close_context()  # reconnect next time
+            return not failed
 
     def _close_context(self) -> None:
         if self._ctx is not None:
