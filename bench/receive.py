@@ -212,6 +212,23 @@ def main() -> None:
             rows = int(found[0]) if found else 0
     print(f"stop (SIGTERM → drain, final flush into bronze): {flush_seconds:.2f}s, exit {code}; "
           f"bronze.obd_pushes rows: {rows if rows is not None else 'n/a'} (expected {acked * args.items})")
+    if rows is None:  # no load path: time the source's half of a flush (claim + stream into batch lines)
+        sys.path.insert(0, str(ROOT / "src"))
+        from datetime import UTC, datetime
+
+        from bronzeline.config.models import PushConfig, TableConfig
+        from bronzeline.sources import SourceEnv
+        from bronzeline.sources.base import Window
+        from bronzeline.sources.push.source import PushSource
+
+        source = PushSource("pushes", PushConfig(type="tracksolid_push", token=TOKEN), SourceEnv(base_dir=tmp))
+        table = TableConfig.model_validate({"name": "obd_pushes", "source": "pushes", "endpoint": "pushobd"})
+        started = time.monotonic()
+        extract = source.extract(table, [], Window(None, datetime.now(UTC), run_id=1))
+        size = sum(len(chunk) for chunk in extract)
+        took = time.monotonic() - started
+        print(f"spool → batch lines (claim + stream, no load): {extract.rows} lines from {extract.pushes} pushes, "
+              f"{size / 1e6:.1f} MB in {took:.2f}s = {(extract.rows or 0) / took:,.0f} lines/s")
     tail = (tmp / "receive.log").read_text().strip().splitlines()[-3:]
     print("receiver log tail:", *tail, sep="\n  ")
 
