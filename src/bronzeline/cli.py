@@ -636,7 +636,7 @@ def receive(state: State, host: str, port: int) -> None:
     and loaded every flush_seconds; SIGTERM drains, flushes and exits 0."""
     from bronzeline.extras import require
 
-    require("serve", "fastapi", "uvicorn", "prometheus_client")
+    require("serve", "fastapi", "uvicorn", "prometheus_client", what="bronzeline receive")
     from bronzeline.receive.server import Receiver
     from bronzeline.receive.server import serve as run_receiver
 

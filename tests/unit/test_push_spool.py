@@ -185,3 +185,15 @@ def test_the_push_source_streams_claimed_segments_as_batch_lines_and_forgets_the
     assert not segments.has_ready(tmp_path / "spool", "pushobd")
     again = source.extract(table, [], Window(None, datetime.now(UTC), run_id=6))
     assert list(again) == [] and again.rows == 0
+
+
+def test_receive_without_a_push_table_says_what_to_add(tmp_path: Path) -> None:
+    from tests.cli import invoke
+
+    (tmp_path / "bronzeline.yml").write_text(
+        "project: fleet\nconnections:\n  warehouse: {dsn: \"host=127.0.0.1 port=1 dbname=x user=x\"}\n"
+        "blob: {url: file://./blob}\ntables: []\n")
+    result = invoke(tmp_path, "receive", "--port", "0")
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no table reads a push connection: add a connection with "
+                                    "`type: tracksolid_push`")
