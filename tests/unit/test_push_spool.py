@@ -9,6 +9,8 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from bronzeline.config.models import PushConfig, TableConfig
 from bronzeline.receive import segments
 from bronzeline.receive.segments import Entry, SegmentReader, SpoolLock, new_push_id
@@ -197,3 +199,29 @@ def test_receive_without_a_push_table_says_what_to_add(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("error: no table reads a push connection: add a connection with "
                                     "`type: tracksolid_push`")
+
+
+def test_a_failed_write_is_not_acknowledged_and_nothing_is_appended_after_it(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from bronzeline.receive import spool
+
+    writer = written(tmp_path, [entry(1)])
+    real = os.fdatasync
+    calls = {"n": 0}
+
+    def failing_once(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError(5, "Input/output error")
+        real(fd)
+
+    monkeypatch.setattr(spool.os, "fdatasync", failing_once)
+    with pytest.raises(spool.SpoolError, match="Input/output error"):
+        writer.append_wait(entry(2))  # not acknowledged: the platform sends it again
+    writer.append_wait(entry(3))
+    writer.close()
+    folder = tmp_path / "pushobd"
+    assert len(list(folder.glob("*.seg"))) == 2  # the failed segment was cut back and closed; 3 is in a new one
+    assert [json.loads(e.form["data_list"])[0]["seq"] for e in all_entries(folder)] == [1, 3]
