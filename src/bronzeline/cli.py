@@ -672,6 +672,27 @@ def serve(state: State, host: str, port: int, connection: str | None, role: str 
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (loopback by default)")
+@click.option("--port", default=8766, show_default=True, type=click.IntRange(0, 65535), help="port to listen on")
+@guarded
+def receive(state: State, host: str, port: int) -> None:
+    """Receive the platform's pushes for push tables: each is answered only once it is fsync'd to the spool,
+    and loaded every flush_seconds; SIGTERM drains, flushes and exits 0."""
+    from bronzeline.extras import require
+
+    require("serve", "fastapi", "uvicorn", "prometheus_client", what="bronzeline receive")
+    from bronzeline.receive.server import Receiver
+    from bronzeline.receive.server import serve as run_receiver
+
+    def started(url: str, receiver: Receiver) -> None:
+        tables = ", ".join(t.name for t in receiver.tables)
+        err.print(f"receiving pushes on {url} for {tables}; flushing every {receiver.flush_seconds:g}s; "
+                  "/healthz /metrics; SIGTERM stops", markup=False)
+
+    run_receiver(state.config, host, port, say=lambda line: err.print(line, markup=False), on_start=started)
+
+
+@cli.command()
 @click.option("--once", is_flag=True, help="run the tables that are due now, then exit (for cron-driven setups)")
 @guarded
 def schedule(state: State, once: bool) -> None:

