@@ -256,11 +256,11 @@ class TableRun:
             bound.source_clock if bound else None, bound.oldest_xact_start if bound else None,
             bound.holdback.total_seconds() if bound else None, attempts=attempt)
         outcome.current_run = run_id  # from here on, a failure marks this run failed
+        extra = None
         if table.is_api:
-            self._extract_then_load(table, area, columns, replace(window, run_id=run_id), bound, run_id,
-                                    plan.advance, outcome, first_window=first_window)
-        else:
-            self._extract_and_load_batch(table, area, columns, window, bound, run_id, plan.advance, outcome)
+            extra = {"endpoint": table.endpoint, **({"first_window": True} if first_window else {})}
+        self._extract_and_load_batch(table, area, columns, replace(window, run_id=run_id), bound, run_id,
+                                     plan.advance, outcome, extra=extra)
         outcome.current_run = None
 
     def _check_bronze(self, table: TableConfig, columns: list[Column]) -> None:
@@ -293,7 +293,8 @@ class TableRun:
         `in_load` runs inside the load transaction (on the load connection) once the manifest is verified."""
         store = self.ctx.store
         blob = self.config.blob
-        keys = area.new_batch(run_id, datetime.now(UTC), self.config.tz, blob.compression)
+        content = "jsonl" if table.is_api else "csv"
+        keys = area.new_batch(run_id, datetime.now(UTC), self.config.tz, blob.compression, content)
         where = area.display(keys.data)
         self.on_event(Extracting(table.name, window_text(window), where))
         if stream is None:
@@ -332,7 +333,7 @@ class TableRun:
                 rows=int(stream.rows or 0), bytes=writer.bytes, sha256=writer.digest.hexdigest(),
                 created_at=iso(datetime.now(UTC)) or "",
                 source_clock=iso(bound.source_clock) if bound else None,
-                oldest_xact_start=iso(bound.oldest_xact_start) if bound else None,
+                oldest_xact_start=iso(bound.oldest_xact_start) if bound else None, content=content,
                 extra={"uncompressed_bytes": writer.raw_bytes, **(extra or {}),
                        **({"chunk": chunk.as_json()} if chunk else {})})
             batch.write_manifest(store, keys.manifest, manifest)
@@ -347,50 +348,21 @@ class TableRun:
             return manifest
 
         try:
-            result = self._loader().load(table, [c.name for c in columns], tee(), finalize, advance=advance,
-                                         where=where, chunk=chunk)
+            if table.is_api:
+                # The records are staged as they arrive; bronze is locked only once the batch is complete.
+                stage = StageRows(schema_for(table.endpoint or ""), tee(), run_id)
+                result = load_api(self._loader(), table, stage.schema, stage, finalize, advance=advance, where=where)
+            else:
+                result = self._loader().load(table, [c.name for c in columns], tee(), finalize, advance=advance,
+                                             where=where, chunk=chunk)
         except BaseException:
             if not manifest_written:
                 area.delete_quietly(keys.data)  # the run is failed; its window is read again next time
             raise
         crash("committed")
+        if table.is_api:
+            self.ctx.source(table.source).batch_loaded(table, run_id)
         area.move(keys, "processed", between=lambda: crash("moving"))
-        self._loaded(outcome, run_id, result, area.display(area.moved_key(keys.data, "processed")), window)
-
-    def _extract_then_load(self, table: TableConfig, area: Area, columns: list[Column], window: Window,
-                           bound: Bound | None, run_id: int, advance: bool, outcome: TableOutcome, *,
-                           first_window: bool = False) -> None:
-        """An API or push table: the records are written to their batch file (JSON lines) and its manifest
-        first, and loaded after — an API read may wait on the platform's rate limit, and no warehouse
-        transaction should stay open meanwhile. A failure before the manifest removes the data file."""
-        store, blob = self.ctx.store, self.config.blob
-        keys = area.new_batch(run_id, datetime.now(UTC), self.config.tz, blob.compression, content="jsonl")
-        where = area.display(keys.data)
-        self.on_event(Extracting(table.name, window_text(window), where))
-        stream = self.ctx.source(table.source).extract(table, columns, window)
-
-        def pieces() -> Iterator[bytes]:
-            for piece in stream:
-                crash_point("extract")
-                yield piece
-
-        try:
-            writer = batch.write_batch_file(store, keys.data, pieces(), blob.compression, blob.compression_level)
-            manifest = Manifest(
-                run_id=run_id, table=table.name, mode=table.mode, data_file=keys.data_name,
-                compression=blob.compression, columns=[{"name": c.name, "type": c.type} for c in columns],
-                key=list(table.key), window_start=iso(window.start), window_end=iso(window.end),
-                rows=int(stream.rows or 0), bytes=writer.bytes, sha256=writer.digest.hexdigest(),
-                created_at=iso(datetime.now(UTC)) or "", source_clock=iso(bound.source_clock) if bound else None,
-                content="jsonl", extra={"uncompressed_bytes": writer.raw_bytes, "endpoint": table.endpoint,
-                                        **({"first_window": True} if first_window else {})})
-            batch.write_manifest(store, keys.manifest, manifest)
-        except BaseException:
-            area.delete_quietly(keys.data)  # the run is failed; its window is read again next time
-            raise
-        crash_point("uploaded")
-        self.ctx.control.mark_uploaded(run_id, where, writer.bytes, manifest.sha256, manifest.rows)
-        result = self._load(table, area, manifest, keys, advance=advance)
         self._loaded(outcome, run_id, result, area.display(area.moved_key(keys.data, "processed")), window)
 
     def _loaded(self, outcome: TableOutcome, run_id: int, result: LoadResult, path: str, window: Window) -> None:

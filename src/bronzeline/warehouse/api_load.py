@@ -61,18 +61,24 @@ def load_api(loader: Loader, table: TableConfig, schema: EndpointSchema, data: S
     raw = sql.Identifier(loader.schema, raw_name(table.name))
     duplicate = f"the batch {where} repeats a record id; it was not written by bronzeline"
     with loader.translated_errors(table, where, duplicate), conn.transaction():
-        conn.execute("SELECT set_config('lock_timeout', %s, true)", (loader.lock_timeout,))
-        conn.execute(sql.SQL("LOCK TABLE {}, {} IN SHARE ROW EXCLUSIVE MODE").format(bronze, raw))
+        # The stage fills while the records arrive (the platform may make us wait); bronze and raw are locked
+        # only for the merge at the end, so readers and a concurrent schema check are never held up by a poll.
         _create_stage(conn, schema.columns())
         copy_csv(conn, sql.Identifier(API_STAGE), data.columns, data)
         manifest = finalize()
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (loader.lock_timeout,))
+        conn.execute(sql.SQL("LOCK TABLE {}, {} IN SHARE ROW EXCLUSIVE MODE").format(bronze, raw))
         if data.records != manifest.rows:
             raise BatchError(f"{table.name}: {where} holds {data.records} records, its manifest says {manifest.rows}")
         valid = data.records - data.invalid
+        # A push's record id is its push id and item (the same push streamed twice is kept once); an API
+        # record's is the run and the line (zero-padded: a batch's ids then append to the index in order).
         conn.execute(sql.SQL(
             "INSERT INTO {} (record_id, run_id, record, call, fetched_at, error) "
-            "SELECT __record_id, __run_id, __record, __call, __fetched_at, __error FROM {} "
-            "ON CONFLICT (record_id) DO NOTHING").format(raw, sql.Identifier(API_STAGE)))
+            "SELECT coalesce((__line->'call'->>'push_id') || ':' || coalesce(__line->'call'->>'item', '0'), "
+            "%(run)s || ':' || lpad(__no::text, 9, '0')), %(run)s, __line->'record', "
+            "coalesce(__line->'call', '{{}}'::jsonb), (__line->>'fetched_at')::timestamptz, __error FROM {} "
+            "ON CONFLICT (record_id) DO NOTHING").format(raw, sql.Identifier(API_STAGE)), {"run": manifest.run_id})
         if table.mode == "snapshot":
             loaded, deleted = _replace(conn, table, bronze, data.typed, valid)
         else:

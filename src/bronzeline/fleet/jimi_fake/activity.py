@@ -71,7 +71,7 @@ class Activity:
     def __init__(self, seed: int, devices: dict[str, FakeDevice]) -> None:
         self.seed = seed
         self.devices = devices
-        self.points = lru_cache(maxsize=4096)(self._points)
+        self.points = lru_cache(maxsize=65_536)(self._points)
         self.trip = lru_cache(maxsize=200_000)(self._trip)
 
     def _points(self, imei: str, slot: int) -> tuple[Point, ...]:

@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from bronzeline.fleet.jimi_fake.activity import ALARM_NAMES, Activity, Alarm, Parking, Point, Trip
@@ -24,6 +25,7 @@ class ApiError(Exception):
         self.code, self.message = code, message
 
 
+@lru_cache(maxsize=1 << 20)
 def fmt(t: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
 

@@ -221,7 +221,11 @@ def canonical_json(value: Any) -> str:
 
 def record_hash(value: Any) -> str:
     """md5 (hex) of the canonical JSON: the key of push items whose fields nobody documents."""
-    return hashlib.md5(canonical_json(value).encode("utf-8"), usedforsecurity=False).hexdigest()
+    try:
+        data = canonical_json(value).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a \ud800 escape: jsonb would refuse the item too
+        raise MappingError("the item holds text that is not valid unicode") from None
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True)

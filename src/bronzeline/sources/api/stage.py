@@ -1,54 +1,22 @@
 """An API or push batch file (JSON lines of ApiRecord) as the CSV a load COPYs into its stage: per record,
-the typed columns its endpoint schema maps it to (empty when it cannot be mapped) and the raw columns
-(record id, run, record, call, fetched_at, error). Streamed: memory does not grow with the batch."""
+the typed columns its endpoint schema maps it to (empty when it cannot be mapped), the line number, the line
+itself (as jsonb: the load takes the record, the call and fetched_at from it in SQL, so nothing is encoded
+twice) and the mapping error. Streamed: memory does not grow with the batch."""
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Iterator
-from datetime import datetime
-from decimal import Decimal
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
-from bronzeline.sources.api.records import ApiRecord
+from bronzeline.sources.api.fast import compile_row, csv_text, value_field
 from bronzeline.sources.api.schema import EndpointSchema, MappingError
 
-# The stage's raw columns, after the typed ones: (name, type).
-RAW_STAGE_COLUMNS: list[tuple[str, str]] = [
-    ("__no", "integer"), ("__record_id", "text"), ("__run_id", "bigint"), ("__record", "jsonb"),
-    ("__call", "jsonb"), ("__fetched_at", "timestamptz"), ("__error", "text")]
+# The stage's own columns, after the typed ones: (name, type).
+RAW_STAGE_COLUMNS: list[tuple[str, str]] = [("__no", "integer"), ("__line", "jsonb"), ("__error", "text")]
 _FLUSH = 1 << 18
-
-
-def _field(value: Any) -> str:
-    """One CSV field as PostgreSQL's COPY reads it: NULL unquoted and empty, everything else quoted."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        text = "t" if value else "f"
-    elif isinstance(value, datetime):
-        text = value.isoformat()
-    elif isinstance(value, dict | list):
-        text = _json(value)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise MappingError(f"{value} is not a finite number")
-        text = repr(value)
-    elif isinstance(value, Decimal):
-        if not value.is_finite():
-            raise MappingError(f"{value} is not a finite number")
-        text = str(value)
-    else:
-        text = str(value)
-    if "\x00" in text:
-        raise MappingError("a value contains a NUL character")
-    return '"' + text.replace('"', '""') + '"'
-
-
-def _json(value: Any) -> str:
-    # jsonb refuses \u0000: such a record is kept with the character replaced (and marked by the caller).
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).replace("\\u0000", "\\ufffd")
+_NUL = b"\\u0000"
 
 
 def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -62,16 +30,31 @@ def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield tail
 
 
+def slow_row(schema: EndpointSchema) -> Callable[[Any, datetime], str]:
+    """The typed CSV fields through `schema.map`, joined (any EndpointSchema; the reference for the compiled
+    road)."""
+    names = [c.name for c in schema.columns()]
+
+    def row(record: Any, fetched_at: datetime) -> str:
+        values = schema.map(record, fetched_at)
+        return ",".join(value_field(values.get(name)) for name in names)
+
+    return row
+
+
 class StageRows:
     """Iterate to get the stage's CSV; afterwards `records` and `invalid` tell what was read."""
 
-    def __init__(self, schema: EndpointSchema, chunks: Iterable[bytes], run_id: int) -> None:
+    def __init__(self, schema: EndpointSchema, chunks: Iterable[bytes], run_id: int, *, compiled: bool = True,
+                 ) -> None:
         self.schema = schema
         self.chunks = chunks
         self.run_id = run_id
         self.typed = [c.name for c in schema.columns()]
         self.records = 0
         self.invalid = 0
+        self._row = (compile_row(schema) if compiled else None) or slow_row(schema)
+        self._empty = ",".join([""] * len(self.typed))
 
     @property
     def columns(self) -> list[str]:
@@ -84,7 +67,7 @@ class StageRows:
             if not line.strip():
                 continue
             self.records += 1
-            row = self._row(self.records, line)
+            row = self._stage_row(self.records, line)
             out.append(row)
             size += len(row)
             if size >= _FLUSH:
@@ -93,40 +76,31 @@ class StageRows:
         if out:
             yield "".join(out).encode()
 
-    def _row(self, no: int, line: bytes) -> str:
-        record_id = f"{self.run_id}:{no}"
+    def _stage_row(self, no: int, line: bytes) -> str:
+        error: str | None = None
+        text = line.decode("utf-8", "replace")
         try:
-            item = ApiRecord.from_line(line)
+            body = json.loads(text)
+            if not isinstance(body, dict) or "record" not in body or "fetched_at" not in body:
+                raise ValueError("not a bronzeline API record line")
+            fetched_at = datetime.fromisoformat(body["fetched_at"])
         except (ValueError, TypeError) as exc:
             # Not a line bronzeline wrote (the manifest's checksum matched, so the writer made it): keep it.
             self.invalid += 1
-            text = line.decode("utf-8", "replace")
-            return self._csv([None] * len(self.typed), no, record_id, text, {}, None,
-                             f"not a record line: {exc}")
-        if "push_id" in item.call:
-            record_id = f"{item.call['push_id']}:{item.call.get('item', 0)}"
-        error = item.error
-        typed: list[str] | None = None
+            wrapped = {"record": text, "call": {}, "fetched_at": datetime.now(UTC).isoformat()}
+            return f"{self._empty},{no},{csv_text(json.dumps(wrapped))},{csv_text(f'not a record line: {exc}')}\n"
+        error = body.get("error")
+        if _NUL in line:
+            # jsonb refuses \u0000: the line is kept with the character replaced, and marked.
+            text = text.replace("\\u0000", "\\ufffd")
+            error = error or "the record contains a NUL character (kept as U+FFFD)"
+        typed = self._empty
         if error is None:
             try:
-                values = self.schema.map(item.record, item.fetched_at)
-                typed = [_field(values.get(name)) for name in self.typed]
+                typed = self._row(body["record"], fetched_at)
             except MappingError as exc:
                 error = str(exc) or "the record cannot be mapped"
-        if error is None and "\\u0000" in _json(item.record):
-            error = "the record contains a NUL character (kept as U+FFFD)"
         if error is not None:
             self.invalid += 1
-            typed = None
-        fields = typed if typed is not None else [""] * len(self.typed)
-        return self._join(fields, no, record_id, item.record, item.call, item.fetched_at, error)
-
-    def _csv(self, typed: list[Any], no: int, record_id: str, record: Any, call: dict[str, Any],
-             fetched_at: datetime | None, error: str | None) -> str:
-        return self._join([_field(v) for v in typed], no, record_id, record, call, fetched_at, error)
-
-    def _join(self, typed: list[str], no: int, record_id: str, record: Any, call: dict[str, Any],
-              fetched_at: datetime | None, error: str | None) -> str:
-        raw = [_field(no), _field(record_id), _field(self.run_id), '"' + _json(record).replace('"', '""') + '"',
-               '"' + _json(call).replace('"', '""') + '"', _field(fetched_at), _field(error)]
-        return ",".join(typed + raw) + "\n"
+            typed = self._empty
+        return f"{typed},{no},{csv_text(text)},{'' if error is None else csv_text(error)}\n"
