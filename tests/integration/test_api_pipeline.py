@@ -102,7 +102,9 @@ def test_malformed_records_land_in_raw_counted_and_the_rest_loads(pipeline: Pipe
 
 
 def test_late_fixes_are_read_again_by_lookback_without_duplicates(pipeline: Pipeline) -> None:
-    with api_project(pipeline, late_share=0.3, late_delay_s=(200, 500), **FLEET) as api:
+    with api_project(pipeline, late_share=0.5, late_delay_s=(200, 500), **FLEET) as api:
+        now = api.fake.now()
+        api.fake.advance(((9 - now.hour) % 24) * 3600)  # the platform's late morning in Nairobi: vehicles drive
         api.write("  - {name: api_track, source: jimi, endpoint: track, lookback: 30 minutes, since: 2 hours}\n")
         pipeline.cli("migrate", check=True)
         pipeline.run()
