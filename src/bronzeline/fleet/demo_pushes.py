@@ -38,6 +38,7 @@ class PushReport:
     acknowledged: int = 0
     items: int = 0  # in the pushes sent (a malformed body counts as one)
     by_path: dict[str, int] = field(default_factory=dict)
+    port: int = 0  # where the receiver listened
     exit_code: int | None = None  # the receiver's, after SIGTERM
 
 
@@ -70,7 +71,8 @@ def burst(devices: list[FakeDevice], now: datetime, seed: int = 11) -> list[Push
             ago = 90 - 30 * round_
             late = rng.random() < 0.15
             items.append({"deviceImei": dev.imei, "gpsTime": at(ago + (600 if late else 0)), "gateTime": at(ago - 1),
-                          "lat": round(lat + rng.uniform(-0.02, 0.02), 6), "lng": round(lng + rng.uniform(-0.02, 0.02), 6),
+                          "lat": round(lat + rng.uniform(-0.02, 0.02), 6),
+                          "lng": round(lng + rng.uniform(-0.02, 0.02), 6),
                           "gpsSpeed": round(rng.uniform(0, 70), 1), "direction": rng.randrange(360),
                           "satelliteNum": rng.randint(6, 14), "acc": 1, "gpsMode": int(late), "postType": "1",
                           "distance": rng.randint(10_000, 900_000)})
@@ -82,9 +84,9 @@ def burst(devices: list[FakeDevice], now: datetime, seed: int = 11) -> list[Push
                        "msg": json.dumps({"alertType": "6", "alarmName": "Overspeed alarm", "alarmTime": at(41),
                                           "lat": lat, "lng": lng, "gpsSpeed": 104.5})})
     pushes.append(("pushalarm", alarms))
-    pushes.append(("pushevent", [{"deviceImei": d.imei, "type": kind, "gateTime": at(300 - 60 * i),
-                                  "timezone": "GMT+03:00"}
-                                 for i, (d, kind) in enumerate(zip(devices[:4], ("LOGIN", "LOGOUT") * 2, strict=False))]))
+    pushes.append(("pushevent", [{"deviceImei": d.imei, "type": ("LOGIN", "LOGOUT")[i % 2],
+                                  "gateTime": at(300 - 60 * i), "timezone": "GMT+03:00"}
+                                 for i, d in enumerate(devices[:4])]))
     pushes.append(("pushlbs", [{"deviceImei": d.imei, "gateTime": at(120), "postType": "LBS",
                                 "lbsJson": json.dumps({"mcc": 639, "mnc": 2, "cellList": [
                                     {"lac": 1000 + i, "ci": 20_000 + i, "rssi": -70 - i}]})}
@@ -130,6 +132,7 @@ def receive_burst(config_path: Path, env: Mapping[str, str], token: str, pushes:
     try:
         _wait_healthy(proc, port, log)
         report = fire(f"http://127.0.0.1:{port}", pushes, token)
+        report.port = port
         say(f"  fired {report.sent} pushes ({report.items} items: "
             + ", ".join(f"{n} {p}" for p, n in report.by_path.items()) + f"); {report.acknowledged} acknowledged")
         proc.send_signal(signal.SIGTERM)
