@@ -184,6 +184,8 @@ def report_lines(result: ApiDemoResult) -> list[str]:
     width = max(len(r.table) for r in result.rows)
     lines = ["", f"{'rows per table':<{width}}     typed       raw   invalid"]
     lines += [f"{r.table:<{width}} {r.typed:>9,} {r.raw:>9,} {r.invalid:>9,}" for r in result.rows]
+    lines += ["(raw: every record of every batch as sent, snapshots and lookback re-reads included; invalid: raw",
+              " records that could not be typed, with their `error`; a repeated push is raw twice, typed once)"]
     processed = result.directory / "blob" / "fleet" / "processed"
     lines += ["", f"batch files (the audit trail, JSON lines as the platform sent them): {processed}/<table>/",
               f"config: {result.config_path}"]
