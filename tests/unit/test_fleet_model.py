@@ -85,6 +85,55 @@ def test_reference_config_loads(tmp_path: Path) -> None:
     assert "${SOURCE_DSN}" in reference_config_text(True)
 
 
+API_ENV = {"JIMI_APP_KEY": "k", "JIMI_APP_SECRET": "s", "JIMI_USER_ID": "fireside", "JIMI_PASSWORD_MD5": "0" * 32,
+           "PUSH_TOKEN": "t", "WAREHOUSE_DSN": "host=127.0.0.1 dbname=dwh"}
+DATABASE_TABLES = {"devices", "live_positions", "position_history", "trips", "alarms", "parking_events",
+                   "device_events", "ingestion_log"}
+
+
+def test_the_demos_configs_keep_only_their_own_block(tmp_path: Path) -> None:
+    # The plain demo's copy needs no JIMI_/PUSH_ variable (an empty environment loads it) and has no API
+    # connection or table; the API demo's has no database source, tables or models, and credentials only
+    # as ${VAR}s, not written into the file.
+    plain = load_config(write_demo_config(tmp_path / "db", "host=127.0.0.1 dbname=fleet", "host=127.0.0.1 dbname=dwh",
+                                          postgis=True), env={})
+    assert {getattr(c, "type", "postgres") for c in plain.connections.values()} == {"postgres"}
+    assert {t.name for t in plain.tables} == DATABASE_TABLES and not any(t.is_api for t in plain.tables)
+    assert plain.models is not None
+    path = write_demo_config(tmp_path / "api", None, None, postgis=True, api=True)
+    text = path.read_text()
+    assert "JIMI" not in (tmp_path / "db" / "bronzeline.yml").read_text()
+    assert "SOURCE_DSN" not in text and "# ---- " not in text and "${JIMI_APP_SECRET}" in text
+    api = load_config(path, env=API_ENV)
+    assert set(api.connections) == {"warehouse", "jimi", "pushes"}
+    assert not {t.name for t in api.tables} & DATABASE_TABLES and all(t.is_api for t in api.tables)
+    assert api.models is None and not (tmp_path / "api" / "models").exists()
+    endpoints = {t.name: t.endpoint for t in api.tables}
+    assert endpoints == {"api_devices": "devices", "api_live_positions": "live_positions", "api_track": "track",
+                         "api_alarms": "alarms", "api_trips": "trips", "api_parking": "parking",
+                         "push_gps": "pushgps", "push_alarms": "pushalarm", "push_events": "pushevent",
+                         "push_lbs": "pushlbs", "push_obd": "pushobd", "push_trip_reports": "pushtripreport",
+                         "push_fuel": "pushoil", "push_temperature": "pushtem"}
+    track = api.table("api_track")
+    assert (track.lookback, track.settle, track.watermark) == ("2 hours", "2 minutes", "gps_time")
+    # trips and stops are served once they have ended, under their start: the lookback outlasts one
+    trips, parking = api.table("api_trips").lookback_interval, api.table("api_parking").lookback_interval
+    assert trips is not None and trips.total_seconds() >= 3600
+    assert parking is not None and parking.total_seconds() >= 12 * 3600
+    jimi = api.connections["jimi"]
+    assert getattr(jimi, "url", None) == "https://eu-open.tracksolidpro.com/route/rest"  # ${JIMI_URL:-…}
+
+
+def test_the_whole_reference_file_is_a_config_too(tmp_path: Path) -> None:
+    from bronzeline.fleet.config_text import reference_file_text
+
+    path = tmp_path / "bronzeline.yml"
+    path.write_text(reference_file_text(), encoding="utf-8")
+    config = load_config(path, env={**API_ENV, "SOURCE_DSN": "host=127.0.0.1 dbname=fleet"})
+    names = [t.name for t in config.tables]
+    assert len(names) == len(set(names)) == len(DATABASE_TABLES) + 14
+
+
 def test_demo_config_has_literal_loopback_dsns_only(tmp_path: Path) -> None:
     source = "host=127.0.0.1 port=5544 user=postgres dbname=fleet"
     path = write_demo_config(tmp_path / "demo", source, "host=127.0.0.1 port=5544 dbname=dwh", postgis=False)

@@ -1,6 +1,8 @@
 """The fleet-tracking reference project: the `tracksolid` source schema
 (`schema`), a realistic simulator (`simulator`), the reference bronzeline.yml
-(`config_text`, `reference.yml`) and an embedded PostgreSQL for the demo (`embedded`).
+(`config_text`, `reference.yml`: a database block and an API and push block), an embedded PostgreSQL
+for the demos (`embedded`), the demos (`demo`; `demo_api` and `demo_pushes` for `demo --api`) and a
+fake of the Tracksolid platform (`jimi_fake`).
 
 Submodules are imported on use: `python -m bronzeline.fleet.simulator` must not find the
 simulator already imported by its package.
