@@ -180,6 +180,21 @@ def test_the_fetchers_return_the_platforms_ground_truth(control: Conn) -> None:
         assert canon([r.record for r in halves]) == canon([r.record for r in track])
 
 
+def test_a_platform_that_ignores_paging_is_read_once_and_the_reads_end(control: Conn) -> None:
+    """Every page request answered with all rows (paging parameters ignored): each record once, no endless loop;
+    a device whose detail is refused keeps its list record."""
+    with FakePlatform(devices_per_account=40, ignore_paging=True) as fake:
+        cfg = config(fake)
+        client = TracksolidClient("jimi", cfg, ledger(control))
+        end = fake.now() - timedelta(minutes=2)
+        start = end - timedelta(days=2)
+        for endpoint in ("alarms", "trips", "parking"):
+            got = records(client, cfg, endpoint, start, end)
+            truth = fake.truth(endpoint, start=start, end=end)
+            assert len(truth) > 100, endpoint  # more than one page's worth
+            assert canon([r.record for r in got]) == canon(truth), endpoint
+
+
 def test_late_fixes_appear_when_a_window_is_read_again_later(control: Conn) -> None:
     with FakePlatform(devices_per_account=15, late_share=0.3, late_delay_s=(600, 1800)) as fake:
         cfg = config(fake)

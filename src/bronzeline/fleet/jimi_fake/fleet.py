@@ -54,6 +54,7 @@ class FakeSettings:
     late_delay_s: tuple[int, int] = (120, 1200)
     malformed_share: float = 0.0  # track points served broken (gpsTime "not a time", or no lat)
     alarm_max_rows: int = 1000  # one alarm query serves at most this many rows (later pages come back empty)
+    ignore_paging: bool = False  # every page request gets all rows (a platform that does not page)
     mileage_unit: str = "m"  # "km" reproduces the one production report of km in track.mileage
 
     @property

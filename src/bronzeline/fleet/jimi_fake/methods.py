@@ -212,6 +212,8 @@ class Methods:
         if params.get("alertTypeId"):
             rows = [r for r in rows if r["alertTypeId"] == params["alertTypeId"]]
         page, size = _int(params, "page_no", 1, 1, 10**6), _int(params, "page_size", 50, 1, 100)
+        if self.s.ignore_paging:
+            return rows, None
         return rows[(page - 1) * size:page * size], None
 
     def track_mileage(self, params: Params, now: int) -> Reply:
@@ -222,7 +224,7 @@ class Methods:
         for t in trips:
             totals[t.imei] += t.distance_m
         rows = [self.trip_record(t) for t in trips]
-        if params.get("start_row") or params.get("page_size"):
+        if (params.get("start_row") or params.get("page_size")) and not self.s.ignore_paging:
             first = max(1, _int(params, "start_row", 1, 0, 10**9))  # 1-based, 0 read as 1 [inf]
             rows = rows[first - 1:first - 1 + _int(params, "page_size", 100, 1, 1000)]
         unit = 1 if self.s.mileage_unit == "m" else 1000
@@ -242,7 +244,7 @@ class Methods:
             raise ApiError(1001, "Parameter error: acc_type")
         rows = self.parkings(imeis, low, high, now) if kind in ("off", "0") else []  # the fake never idles
         first = max(1, _int(params, "start_row", 1, 0, 10**9))  # 1-based, 0 read as 1 [inf]
-        page = rows[first - 1:first - 1 + _int(params, "page_size", 100, 1, 1000)]
+        page = rows if self.s.ignore_paging else rows[first - 1:first - 1 + _int(params, "page_size", 100, 1, 1000)]
         total = sum(int(r["durSecond"]) for r in rows)
         return None, {"totalTime": total, "dataTotalRows": len(rows), "rows": page}
 

@@ -103,8 +103,9 @@ class Fetcher:
         try:
             reply, call = self._call("jimi.track.device.detail", {"imei": imei}, target, 1)
         except ApiCallError as exc:
-            if exc.code != ILLEGAL_DEVICE:
-                raise
+            # An expired or removed device (1002), or a platform that will not give details: the list's record
+            # still stands; the refusal is kept with it. (Tokens and rate limits never get here: the client
+            # retries those, and fails the run when it cannot.)
             return None, {"method": exc.method, "target": target, "params": {"imei": imei}}, \
                 f"code {exc.code}: {exc.platform_message}"
         return reply.result, call, None
@@ -192,6 +193,8 @@ class Fetcher:
                 "imeis": ",".join(batch), "begin_time": _t(low), "end_time": _t(high), "page_no": page,
                 "page_size": PAGE}, target, len(batch))
             rows = list(self._rows(reply.result, call, datetime.now(UTC)))
+            if held and _same_page(rows, held[-len(rows):]):
+                break  # the platform ignores paging here: the page came back again
             held += rows
             if len(rows) < PAGE:
                 break
@@ -207,22 +210,24 @@ class Fetcher:
         for target in self.cfg.accounts:
             for batch in _batches(self.imeis(target), self.cfg.max_imeis):
                 for low, high in spans(start, end):
-                    first = 1  # start_row is 1-based [inf]
+                    first, last = 1, None  # start_row is 1-based [inf]
                     while True:
                         reply, call = self._call("jimi.device.track.mileage", {
                             "imeis": ",".join(batch), "begin_time": _t(low), "end_time": _t(high),
                             "start_row": first, "page_size": PAGE}, target, len(batch))
                         # rows (one per trip) are in `result`; `data` has per-IMEI totals, derivable: not kept
+                        if last is not None and reply.result == last:
+                            break  # the platform ignores paging here: the page came back again
                         yield from self._rows(reply.result, call, datetime.now(UTC))
                         if not isinstance(reply.result, list) or len(reply.result) < PAGE:
                             break
-                        first += PAGE
+                        first, last = first + PAGE, reply.result
 
     def parking(self, start: datetime, end: datetime) -> Iterator[ApiRecord]:
         for target in self.cfg.accounts:
             for batch in _batches(self.imeis(target), self.cfg.max_imeis):
                 for low, high in spans(start, end):
-                    first = 1  # 1-based [inf]: one client probes 1 then 0
+                    first, last = 1, None  # 1-based [inf]: one client probes 1 then 0
                     while True:
                         reply, call = self._call("jimi.open.platform.report.parking", {
                             "account": target, "imeis": ",".join(batch), "start_time": _t(low),
@@ -230,7 +235,13 @@ class Fetcher:
                             "acc_type": PARKING_ACC_TYPE}, target, len(batch))
                         # result is null: the rows are in data.rows (next to totalTime, dataTotalRows)
                         rows = reply.data.get("rows") if isinstance(reply.data, dict) else reply.data
+                        if last is not None and rows == last:
+                            break  # the platform ignores paging here: the page came back again
                         yield from self._rows(rows, call, datetime.now(UTC))
                         if not isinstance(rows, list) or len(rows) < PAGE:
                             break
-                        first += PAGE
+                        first, last = first + PAGE, rows
+
+
+def _same_page(rows: list[ApiRecord], before: list[ApiRecord]) -> bool:
+    return bool(rows) and [r.record for r in rows] == [r.record for r in before]
