@@ -36,4 +36,6 @@ trap 'scripts/pg-test-cluster.sh stop "$cluster"' EXIT
 
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
-.venv/bin/python -m pytest -q "$@"
+# Two workers: most of a test's time is waiting on PostgreSQL, subprocesses and timers, and every test has
+# its own databases, logins and slot names (BRONZELINE_TEST_WORKERS=0 runs them in one process).
+.venv/bin/python -m pytest -q -n "${BRONZELINE_TEST_WORKERS:-2}" "$@"
