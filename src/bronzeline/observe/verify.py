@@ -37,6 +37,7 @@ from bronzeline.sources.postgres import TIMESTAMP_TYPES
 from bronzeline.text import first_line, iso
 from bronzeline.warehouse import ddl, migrations
 from bronzeline.warehouse.model_ledger import ModelLedger
+from bronzeline.warehouse.schema_diff import split_type
 
 STAGES = ("pre-deploy", "first-run", "steady")
 _VIEWS = ("v_table_freshness", "v_recent_failures", "v_watermark_lag")
@@ -163,7 +164,8 @@ class Verifier:
         numbers = {"user": info.user, "server_version": info.version, "in_recovery": info.in_recovery,
                    "milliseconds": round((time.monotonic() - start) * 1000, 1)}
         replica = ", a replica" if info.in_recovery else ""
-        return "pass", f"connected as {info.user} (PostgreSQL {info.version}{replica})", numbers
+        server = info.version if not info.version[:1].isdigit() else f"PostgreSQL {info.version}"
+        return "pass", f"connected as {info.user} ({server}{replica})", numbers
 
     def _store(self) -> Result:
         store = self.ctx.store
@@ -254,7 +256,7 @@ class Verifier:
         problems += [f"geometry column {n!r} is {by_name[n].type}" for n in table.geometry
                      if n in by_name and not by_name[n].is_geometry]
         wm = by_name.get(table.watermark or "")
-        if wm is not None and wm.type not in TIMESTAMP_TYPES:
+        if wm is not None and split_type(wm.type)[0] not in TIMESTAMP_TYPES:
             problems.append(f"watermark column {wm.name!r} is {wm.type}, not a timestamp")
         bronze = ddl.bronze_columns(self.ctx.warehouse, self.config.warehouse.bronze_schema, table.name)
         diffs = ddl.column_differences(columns, bronze) if bronze is not None else []

@@ -54,8 +54,15 @@ class ApiCallError(SourceError, Terminal):
     """The platform answered a call with a code that another attempt would not change."""
 
     def __init__(self, connection: str, method: str, code: int, message: str) -> None:
-        super().__init__(f"source {connection!r}: {method} failed with code {code}: {message}")
+        hint = _HINTS.get(code, "")
+        super().__init__(f"source {connection!r}: {method} failed with code {code}: {message}{hint}")
         self.method, self.code, self.platform_message = method, code, message
+
+
+# What a code most often means for a call bronzeline made (the platform's documented codes).
+_HINTS = {1001: " (a parameter or signature error: check the connection's app_key, app_secret and url)",
+          1002: " (an illegal user or device: check targets and that the device is still active)",
+          1007: " (a wrong request method: check the connection's url)"}
 
 
 class ApiBusy(SourceError, Transient):

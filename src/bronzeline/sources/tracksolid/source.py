@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from bronzeline.config.endpoints import ENDPOINTS
 from bronzeline.config.models import TableConfig, TracksolidConfig
@@ -148,7 +149,12 @@ class TracksolidSource:
         raise self._na(table, "reading by key range (reconcile)")
 
     def server_info(self) -> ServerInfo | None:
-        return None  # not a database server
+        """The platform answers a signed call as the login (token, app key and secret, password): `verify`'s
+        connection gate. The device list of the first target is the cheapest such call."""
+        account = self.cfg.accounts[0]
+        self.client.call("jimi.user.device.list", {"target": account}, target=account)
+        host = urlsplit(self.cfg.url).hostname or self.cfg.url
+        return ServerInfo(self.cfg.user_id, f"Tracksolid open platform at {host}", False)
 
     def visibility(self) -> Visibility:
         # No transactions to miss: late records are the lookback's business. Reported as able to see
