@@ -5,6 +5,7 @@ log complete, malformed records kept in raw, late fixes picked up by lookback, k
 from __future__ import annotations
 
 import gzip
+import json
 import signal
 import time
 from datetime import timedelta
@@ -169,3 +170,20 @@ def test_no_secret_in_calls_raw_rows_batches_or_output(api: ApiProject) -> None:
     texts += [shown.stdout, shown.stderr]
     for text in texts:
         assert secret not in text and password not in text and token not in text
+
+
+def test_verify_status_and_runs_know_api_tables(api: ApiProject) -> None:
+    api.write("  - {name: api_track, source: jimi, endpoint: track, since: 3 hours}\n"
+              "  - {name: api_live, source: jimi, endpoint: live_positions}\n")
+    api.pipeline.cli("run", check=True)
+    verified = api.pipeline.cli("verify", "--json")
+    report = json.loads(verified.stdout)
+    assert verified.returncode == 0, [g for g in report["gates"] if g["status"] == "fail"]
+    [gate] = [g for g in report["gates"] if g["gate"] == "connection" and g["subject"] == "jimi"]
+    assert gate["status"] == "pass" and api.fake.settings.login in gate["detail"]
+    status = json.loads(api.pipeline.cli("status", "--json", check=True).stdout)
+    [jimi] = status["api"]["connections"]
+    assert jimi["connection"] == "jimi" and jimi["calls_24h"] == len(api.fake.calls)
+    wrong = api.pipeline.cli("run", env={"JIMI_APP_SECRET": "not-the-secret", "JIMI_PASSWORD_MD5": "0" * 32})
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert "app_secret" in wrong.stderr and "not-the-secret" not in wrong.stderr
