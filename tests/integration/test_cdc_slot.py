@@ -287,8 +287,9 @@ def test_heartbeat_moves_an_idle_slot(cdc: Cdc) -> None:
     cs.advance(page.end_lsn)
     after = cs.health()
     assert after.confirmed_flush_lsn is not None and after.confirmed_flush_lsn > before.confirmed_flush_lsn
-    assert after.confirmed_lag_bytes is not None and before.confirmed_lag_bytes is not None
-    assert after.confirmed_lag_bytes < before.confirmed_lag_bytes
+    # Confirmed past where the server's WAL stood before the heartbeat (other sessions of the cluster —
+    # other tests — may write WAL meanwhile, so the lag itself proves nothing).
+    assert before.current_lsn is not None and after.confirmed_flush_lsn >= before.current_lsn
 
 
 def test_a_dropped_slot_is_slot_lost(cdc: Cdc) -> None:
