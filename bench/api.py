@@ -120,6 +120,13 @@ def main() -> int:
                 assert outcome.status == "loaded", outcome.message
             print(f"live positions, {outcome.rows_extracted} devices: median {statistics.median(polls) * 1000:.0f} ms, "
                   f"max {max(polls) * 1000:.0f} ms per poll (calls, batch file, load, ledger; in process)")
+            walls = []
+            for _ in range(3):  # the same poll as a whole `bronzeline run` process, Python start-up included
+                started = time.monotonic()
+                subprocess.run([sys.executable, "-m", "bronzeline", "-c", str(path), "run", "api_live"], check=True,
+                               env={**os.environ, **env, "WAREHOUSE_DSN": wh}, capture_output=True)
+                walls.append(time.monotonic() - started)
+            print(f"  as a `bronzeline run api_live` process: median {statistics.median(walls):.2f} s")
             # The platform has its points already; the fake computes them on first request: read them once
             # (straight HTTP calls, no bronzeline) so the timed run measures serving and bronzeline, not the fake's
             # trajectory model.
