@@ -103,15 +103,15 @@ def test_malformed_records_land_in_raw_counted_and_the_rest_loads(pipeline: Pipe
 
 
 def test_late_fixes_are_read_again_by_lookback_without_duplicates(pipeline: Pipeline) -> None:
-    with api_project(pipeline, late_share=0.5, late_delay_s=(200, 500), **FLEET) as api:
+    with api_project(pipeline, late_share=0.5, late_delay_s=(3000, 4000), **FLEET) as api:
         now = api.fake.now()
         api.fake.advance(((9 - now.hour) % 24) * 3600)  # the platform's late morning in Nairobi: vehicles drive
-        api.write("  - {name: api_track, source: jimi, endpoint: track, lookback: 30 minutes, since: 2 hours}\n")
+        api.write("  - {name: api_track, source: jimi, endpoint: track, lookback: 2 hours, since: 2 hours}\n")
         pipeline.cli("migrate", check=True)
         pipeline.run()
         start, first_end = api.windows("api_track")[0]
         seen_then = api.fake.truth("track", start=start, end=first_end, as_of=first_end + timedelta(minutes=2))
-        api.fake.advance(900)
+        api.fake.advance(5400)  # every fix of the first window re-uploaded by now (the delays are 50-67 minutes)
         second = pipeline.run()
         assert all(o.status == "loaded" for o in second), [o.message for o in second]
         # Every point of the first window visible now (late ones included) is in bronze, once.
