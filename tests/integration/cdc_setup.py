@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from tests.integration.pipeline import Pipeline
+from tests.integration.pipeline import Pipeline, table_digest
 
 
 @contextmanager
@@ -62,3 +62,17 @@ def waiting_in_slot(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT count(*) FROM pg_logical_slot_peek_binary_changes(%s, NULL, NULL, "
                        "'proto_version', '1', 'publication_names', %s)", (slot[0], slot[0])).fetchone()
     return int(row[0]) if row else 0
+
+
+def settled_after_kill(pipe: Pipeline) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Once the runs after a kill are done: the source's trips and bronze's agree, every loaded run is
+    accounted, the slot has moved on past every applied change. Returns the history's (op, count) rows and
+    the loaded runs' (status, rows_extracted, rows_loaded, rows_skipped) for the test's own counts."""
+    with pipe.src() as src, pipe.wh() as wh:
+        assert table_digest(src, "tracksolid.trips") == table_digest(wh, "bronze.trips")
+        history = rows(wh, "SELECT op, count(*) FROM bronze.trips__changes GROUP BY op ORDER BY op")
+        runs = rows(wh, "SELECT status, rows_extracted, rows_loaded, rows_skipped FROM dwh_control.extract_runs")
+        waiting = waiting_in_slot(src)
+    assert all(r[1] == r[2] + r[3] for r in runs if r[0] == "loaded")
+    assert waiting == 0  # the slot moved on past every applied change
+    return history, [r for r in runs if r[0] == "loaded"]
