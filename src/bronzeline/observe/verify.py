@@ -164,8 +164,7 @@ class Verifier:
         numbers = {"user": info.user, "server_version": info.version, "in_recovery": info.in_recovery,
                    "milliseconds": round((time.monotonic() - start) * 1000, 1)}
         replica = ", a replica" if info.in_recovery else ""
-        server = info.version if not info.version[:1].isdigit() else f"PostgreSQL {info.version}"
-        return "pass", f"connected as {info.user} ({server}{replica})", numbers
+        return "pass", f"connected as {info.user} ({info.product} {info.version}{replica})", numbers
 
     def _store(self) -> Result:
         store = self.ctx.store

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -210,8 +210,7 @@ class TableRun:
             manifest = area.read_manifest(keys.manifest)
             status = self.ctx.control.run_status(manifest.run_id)
             if status == "loaded":
-                if table.is_api:
-                    self.ctx.source(table.source).batch_loaded(table, manifest.run_id)
+                self._batch_loaded(table, manifest.run_id)
                 area.move(keys, "processed", between=lambda: crash_point("moving"))
                 continue
             if status is None:
@@ -350,8 +349,8 @@ class TableRun:
         try:
             if table.is_api:
                 # The records are staged as they arrive; bronze is locked only once the batch is complete.
-                stage = StageRows(schema_for(table.endpoint or ""), tee(), run_id)
-                result = load_api(self._loader(), table, stage.schema, stage, finalize, advance=advance, where=where)
+                result = load_api(self._loader(), table, _api_stage(table, None, tee(), run_id), finalize,
+                                  advance=advance, where=where)
             else:
                 result = self._loader().load(table, [c.name for c in columns], tee(), finalize, advance=advance,
                                              where=where, chunk=chunk)
@@ -360,8 +359,7 @@ class TableRun:
                 area.delete_quietly(keys.data)  # the run is failed; its window is read again next time
             raise
         crash("committed")
-        if table.is_api:
-            self.ctx.source(table.source).batch_loaded(table, run_id)
+        self._batch_loaded(table, run_id)
         area.move(keys, "processed", between=lambda: crash("moving"))
         self._loaded(outcome, run_id, result, area.display(area.moved_key(keys.data, "processed")), window)
 
@@ -389,9 +387,8 @@ class TableRun:
         try:
             rows = batch.read_verified(store, keys.data, manifest)
             if manifest.content == "jsonl":
-                stage = StageRows(schema_for(table.endpoint or str(manifest.extra.get("endpoint"))), rows,
-                                  manifest.run_id)
-                result = load_api(loader, table, stage.schema, stage, lambda: manifest, advance=advance, where=where)
+                stage = _api_stage(table, manifest.extra.get("endpoint"), rows, manifest.run_id)
+                result = load_api(loader, table, stage, lambda: manifest, advance=advance, where=where)
             elif is_repair(manifest):
                 result = load_repair(loader, table, manifest.column_names, rows, lambda: manifest, advance=advance,
                                      where=where)
@@ -410,10 +407,15 @@ class TableRun:
             self._refuse(table, area, keys.manifest, keys.data, str(exc))
             raise BatchError(f"{exc}; moved to failed/ — the next run re-extracts its window") from None
         crash_point("committed")
-        if table.is_api:
-            self.ctx.source(table.source).batch_loaded(table, manifest.run_id)
+        self._batch_loaded(table, manifest.run_id)
         area.move(keys, "processed", between=lambda: crash_point("moving"))
         return result
+
+    def _batch_loaded(self, table: TableConfig, run_id: int) -> None:
+        """After a batch's commit: a push source forgets the spooled pushes that went into it. (Database
+        sources keep nothing for a batch, and are not opened for this.)"""
+        if table.is_api:
+            self.ctx.source(table.source).batch_loaded(table, run_id)
 
     def load_waiting(self, table: TableConfig, area: Area, keys: BatchKeys) -> tuple[Manifest, LoadResult]:
         """Load one complete batch that waits in exports/ and move it to processed/ (or to failed/ when it
@@ -432,3 +434,8 @@ class TableRun:
         if run_id is not None:
             self.ctx.control.mark_failed(run_id, self._safe(f"batch refused: {why}"))
 
+
+def _api_stage(table: TableConfig, endpoint: Any, chunks: Iterable[bytes], run_id: int) -> StageRows:
+    """An API or push batch as its load's stage rows, mapped by the table's endpoint (else the one its
+    manifest names)."""
+    return StageRows(schema_for(table.endpoint or str(endpoint)), chunks, run_id)

@@ -65,6 +65,7 @@ class ServerInfo:
     user: str
     version: str
     in_recovery: bool
+    product: str = "PostgreSQL"  # what answers, as messages name it
 
 
 @dataclass(frozen=True)

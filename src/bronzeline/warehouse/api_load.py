@@ -12,12 +12,12 @@ from psycopg import sql
 from bronzeline.config.models import TableConfig
 from bronzeline.errors import BatchError
 from bronzeline.faults import crash_point
-from bronzeline.sources.api.schema import RAW_SUFFIX, EndpointSchema
+from bronzeline.sources.api.schema import RAW_SUFFIX
 from bronzeline.sources.api.stage import RAW_STAGE_COLUMNS, StageRows
 from bronzeline.sources.base import Column
 from bronzeline.store.batch import Manifest
 from bronzeline.text import from_iso
-from bronzeline.warehouse.loader import Conn, Loader, LoadResult, copy_csv
+from bronzeline.warehouse.loader import Conn, Loader, LoadResult, conflict_action, copy_csv
 
 API_STAGE = "_bronzeline_api_stage"
 
@@ -54,8 +54,8 @@ def geom_column_sql(schema: str, table: str, point: tuple[str, str]) -> sql.Comp
         sql.Identifier(schema, table), lng=lng, lat=lat)
 
 
-def load_api(loader: Loader, table: TableConfig, schema: EndpointSchema, data: StageRows,
-             finalize: Callable[[], Manifest], *, advance: bool, where: str) -> LoadResult:
+def load_api(loader: Loader, table: TableConfig, data: StageRows, finalize: Callable[[], Manifest], *,
+             advance: bool, where: str) -> LoadResult:
     conn = loader.conn
     bronze = sql.Identifier(loader.schema, table.name)
     raw = sql.Identifier(loader.schema, raw_name(table.name))
@@ -63,7 +63,7 @@ def load_api(loader: Loader, table: TableConfig, schema: EndpointSchema, data: S
     with loader.translated_errors(table, where, duplicate), conn.transaction():
         # The stage fills while the records arrive (the platform may make us wait); bronze and raw are locked
         # only for the merge at the end, so readers and a concurrent schema check are never held up by a poll.
-        _create_stage(conn, schema.columns())
+        _create_stage(conn, data.schema.columns())
         copy_csv(conn, sql.Identifier(API_STAGE), data.columns, data)
         manifest = finalize()
         conn.execute("SELECT set_config('lock_timeout', %s, true)", (loader.lock_timeout,))
@@ -82,7 +82,7 @@ def load_api(loader: Loader, table: TableConfig, schema: EndpointSchema, data: S
         if table.mode == "snapshot":
             loaded, deleted = _replace(conn, table, bronze, data.typed, valid)
         else:
-            loaded, deleted = _merge(conn, table, bronze, data.typed, table.on_conflict == "update"), None
+            loaded, deleted = _merge(conn, table, bronze, data.typed, table.on_conflict), None
         result = LoadResult(valid, loaded, valid - loaded, deleted, direct=False)
         crash_point("load")
         loader.control.mark_loaded(manifest.run_id, result.rows_extracted, result.rows_loaded,
@@ -112,23 +112,12 @@ def _newest_per_key(table: TableConfig, cols: list[str]) -> sql.Composed:
                                                        stage=sql.Identifier(API_STAGE))
 
 
-def _update_action(table: TableConfig, cols: list[str], update: bool) -> sql.Composable:
-    """ON CONFLICT's action: keep bronze's row, or (`update`) overwrite it when any value differs."""
-    others = [c for c in cols if c not in table.key]
-    if not update or not others:
-        return sql.SQL("DO NOTHING")
-    sets = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others)
-    old = sql.SQL(", ").join(sql.SQL("b.{}::text").format(sql.Identifier(c)) for c in others)
-    new = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}::text").format(sql.Identifier(c)) for c in others)
-    return sql.SQL("DO UPDATE SET {} WHERE ROW({}) IS DISTINCT FROM ROW({})").format(sets, old, new)
-
-
-def _merge(conn: Conn, table: TableConfig, bronze: sql.Identifier, cols: list[str], update: bool) -> int:
+def _merge(conn: Conn, table: TableConfig, bronze: sql.Identifier, cols: list[str], on_conflict: str) -> int:
     key = sql.SQL(", ").join(map(sql.Identifier, table.key))
     with conn.cursor() as cur:
         cur.execute(sql.SQL("INSERT INTO {} AS b ({}) {} ON CONFLICT ({}) {}").format(
             bronze, sql.SQL(", ").join(map(sql.Identifier, cols)), _newest_per_key(table, cols), key,
-            _update_action(table, cols, update)))
+            conflict_action(table, cols, on_conflict)))
         return int(cur.rowcount)
 
 
@@ -143,4 +132,4 @@ def _replace(conn: Conn, table: TableConfig, bronze: sql.Identifier, cols: list[
         cur.execute(sql.SQL("DELETE FROM {} AS b WHERE NOT EXISTS (SELECT 1 FROM {} AS s WHERE s.__error IS NULL "
                             "AND {})").format(bronze, sql.Identifier(API_STAGE), match))
         deleted = int(cur.rowcount)
-    return _merge(conn, table, bronze, cols, update=True), deleted
+    return _merge(conn, table, bronze, cols, "update"), deleted

@@ -153,25 +153,8 @@ class Loader:
     def _upsert(self, table: TableConfig, cols: list[str], on_conflict: str) -> int:
         idents = sql.SQL(", ").join(map(sql.Identifier, cols))
         key = sql.SQL(", ").join(map(sql.Identifier, table.key))
-        action: sql.Composable
-        if on_conflict == "nothing":
-            action = sql.SQL("DO NOTHING")
-        else:
-            others = [c for c in cols if c not in table.key]
-            if not others:
-                action = sql.SQL("DO NOTHING")
-            else:
-                sets = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others)
-                # Compare as text: exact for every type, including json and geometry.
-                old = sql.SQL(", ").join(sql.SQL("b.{}::text").format(sql.Identifier(c)) for c in others)
-                new = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}::text").format(sql.Identifier(c)) for c in others)
-                cond: sql.Composable = sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(old, new)
-                if table.mode == "incremental" and table.watermark:
-                    # A replayed old file never puts back old values.
-                    cond = cond + sql.SQL(" AND EXCLUDED.{0} >= b.{0}").format(sql.Identifier(table.watermark))
-                action = sql.SQL("DO UPDATE SET {} WHERE {}").format(sets, cond)
         query = sql.SQL("INSERT INTO {} AS b ({}) SELECT {} FROM {} ON CONFLICT ({}) {}").format(
-            self._bronze(table), idents, idents, sql.Identifier(STAGE), key, action)
+            self._bronze(table), idents, idents, sql.Identifier(STAGE), key, conflict_action(table, cols, on_conflict))
         with self.conn.cursor() as cur:
             cur.execute(query)
             return int(cur.rowcount)
@@ -256,6 +239,23 @@ class Loader:
                 cur.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(bronze, idents, idents, stage))
                 loaded = int(cur.rowcount)
         return LoadResult(rows, loaded, rows - loaded, deleted, direct=False)
+
+
+def conflict_action(table: TableConfig, cols: list[str], on_conflict: str) -> sql.Composable:
+    """ON CONFLICT's action for an insert of `cols` into bronze (aliased `b`): keep bronze's row
+    (`nothing`), or (`update`) overwrite it when a value differs — and, for an incremental table, only
+    with a row whose watermark is at least as new, so a replayed old batch never puts back old values."""
+    others = [c for c in cols if c not in table.key]
+    if on_conflict == "nothing" or not others:
+        return sql.SQL("DO NOTHING")
+    sets = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others)
+    # Compare as text: exact for every type, including json and geometry.
+    old = sql.SQL(", ").join(sql.SQL("b.{}::text").format(sql.Identifier(c)) for c in others)
+    new = sql.SQL(", ").join(sql.SQL("EXCLUDED.{}::text").format(sql.Identifier(c)) for c in others)
+    cond: sql.Composable = sql.SQL("ROW({}) IS DISTINCT FROM ROW({})").format(old, new)
+    if table.mode == "incremental" and table.watermark:
+        cond = cond + sql.SQL(" AND EXCLUDED.{0} >= b.{0}").format(sql.Identifier(table.watermark))
+    return sql.SQL("DO UPDATE SET {} WHERE {}").format(sets, cond)
 
 
 def copy_csv(conn: Conn, target: sql.Composable, cols: list[str], data: Iterable[bytes]) -> int:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bronzeline.sources.api.fast import compile_row, csv_text, value_field
+from bronzeline.sources.api.records import ApiRecord
 from bronzeline.sources.api.schema import EndpointSchema, MappingError
 
 # The stage's own columns, after the typed ones: (name, type).
@@ -77,19 +78,15 @@ class StageRows:
             yield "".join(out).encode()
 
     def _stage_row(self, no: int, line: bytes) -> str:
-        error: str | None = None
         text = line.decode("utf-8", "replace")
         try:
-            body = json.loads(text)
-            if not isinstance(body, dict) or "record" not in body or "fetched_at" not in body:
-                raise ValueError("not a bronzeline API record line")
-            fetched_at = datetime.fromisoformat(body["fetched_at"])
+            item = ApiRecord.from_line(line)
         except (ValueError, TypeError) as exc:
             # Not a line bronzeline wrote (the manifest's checksum matched, so the writer made it): keep it.
             self.invalid += 1
             wrapped = {"record": text, "call": {}, "fetched_at": datetime.now(UTC).isoformat()}
             return f"{self._empty},{no},{csv_text(json.dumps(wrapped))},{csv_text(f'not a record line: {exc}')}\n"
-        error = body.get("error")
+        error = item.error
         if _NUL in line:
             # jsonb refuses \u0000: the line is kept with the character replaced, and marked.
             text = text.replace("\\u0000", "\\ufffd")
@@ -97,7 +94,7 @@ class StageRows:
         typed = self._empty
         if error is None:
             try:
-                typed = self._row(body["record"], fetched_at)
+                typed = self._row(item.record, item.fetched_at)
             except MappingError as exc:
                 error = str(exc) or "the record cannot be mapped"
         if error is not None:

@@ -118,10 +118,7 @@ class TracksolidSource:
 
     def upper_bound(self, table: TableConfig) -> Bound:
         if self.client.server_clock() is None:
-            # The window's bound comes from the platform's clock, never the machine's: ask it (the device list
-            # is the cheapest signed call, and the run reads it anyway).
-            account = self.cfg.accounts[0]
-            self.client.call("jimi.user.device.list", {"target": account}, target=account, table_name=table.name)
+            self._ask_platform(table.name)  # the window's bound comes from the platform's clock, not the machine's
         clock = self.clock()
         return Bound((clock - table.settle_interval).replace(microsecond=0), clock, None, None)
 
@@ -150,11 +147,16 @@ class TracksolidSource:
 
     def server_info(self) -> ServerInfo | None:
         """The platform answers a signed call as the login (token, app key and secret, password): `verify`'s
-        connection gate. The device list of the first target is the cheapest such call."""
-        account = self.cfg.accounts[0]
-        self.client.call("jimi.user.device.list", {"target": account}, target=account)
+        connection gate."""
+        self._ask_platform(None)
         host = urlsplit(self.cfg.url).hostname or self.cfg.url
-        return ServerInfo(self.cfg.user_id, f"Tracksolid open platform at {host}", False)
+        return ServerInfo(self.cfg.user_id, f"at {host}", False, product="Tracksolid open platform")
+
+    def _ask_platform(self, table_name: str | None) -> None:
+        """One signed call as the login, which also tells the platform's clock (its Date header): the first
+        target's device list, the cheapest such call and one every run reads anyway."""
+        account = self.cfg.accounts[0]
+        self.client.call("jimi.user.device.list", {"target": account}, target=account, table_name=table_name)
 
     def visibility(self) -> Visibility:
         # No transactions to miss: late records are the lookback's business. Reported as able to see
